@@ -1,0 +1,3 @@
+"""edgepipe: declarative, cached, verified model-conversion pipelines."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,104 @@
+"""Rich renderings used by the CLI: live run progress and tables."""
+
+from __future__ import annotations
+
+__all__ = ["RunDisplay", "action_table", "stage_table"]
+
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from edgepipe.planner import StagePlan
+from edgepipe.runner import StageResult
+from edgepipe.stages.base import Stage
+
+_STYLE = {"built": "green", "cached": "cyan", "failed": "bold red", "skipped": "yellow"}
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size} B"
+
+
+class RunDisplay:
+    """Observer for :class:`~edgepipe.runner.Runner`: a spinner per stage, a line when done."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self._status = None
+
+    def __enter__(self) -> RunDisplay:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
+
+    def stage_started(self, plan: StagePlan) -> None:
+        if plan.status == "cached":
+            return
+        why = f" ({'; '.join(plan.reasons)})" if plan.reasons else ""
+        self._stop()
+        self._status = self.console.status(
+            f"running [bold]{plan.stage_id}[/] ({plan.stage_type}){why}"
+        )
+        self._status.start()
+
+    def stage_finished(self, result: StageResult) -> None:
+        self._stop()
+        style = _STYLE[result.outcome]
+        size = human_size(result.output_size) if result.output_size else ""
+        seconds = f"{result.seconds:.1f} s" if result.outcome in ("built", "failed") else ""
+        self.console.print(
+            f"[{style}]{result.outcome:>7}[/] {result.stage_id:<20} "
+            f"{result.stage_type:<12} {seconds:>8} {size:>9}"
+        )
+        if result.message:
+            self.console.print(f"        [dim]{result.message}[/]", soft_wrap=True)
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+def stage_table(stage: Stage) -> Table:
+    """The fields of one stage type, with their types, defaults and descriptions."""
+    table = Table(
+        "field",
+        "type",
+        "default",
+        "description",
+        title=f"[bold]{stage.type}[/]: {stage.summary}",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+    )
+    for name, info in stage.spec_class.model_fields.items():
+        if name == "type":
+            continue
+        annotation = getattr(info.annotation, "__name__", None) or str(info.annotation)
+        annotation = annotation.replace("typing.", "").replace("pathlib.", "")
+        default = (
+            "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+        )
+        table.add_row(name, annotation, default, info.description or "")
+    return table
+
+
+def action_table(records: Iterable) -> Table:
+    table = Table("recipe", "stage", "type", "size", "built", "seconds", "key", box=None)
+    for record in sorted(records, key=lambda r: (r.recipe, r.stage_id, r.created)):
+        table.add_row(
+            record.recipe,
+            record.stage_id,
+            record.stage_type,
+            human_size(record.output_size),
+            record.created,
+            f"{record.seconds:.1f}",
+            record.key[:12],
+        )
+    return table

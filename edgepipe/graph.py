@@ -1,0 +1,143 @@
+"""The recipe's stages as a networkx DAG: edges from ``input``/``inputs``, checked and ordered."""
+
+from __future__ import annotations
+
+__all__ = ["PipelineGraph"]
+
+from collections.abc import Iterable
+
+import networkx as nx
+
+from edgepipe.errors import GraphError, RecipeIssue
+from edgepipe.recipe import Recipe, did_you_mean
+from edgepipe.stages.base import Stage, StageSpec, get_stage
+
+
+class PipelineGraph:
+    """Validated DAG of a recipe's stages, in a stable topological order."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.dag = nx.DiGraph()
+        self._position = {sid: i for i, sid in enumerate(recipe.stages)}
+        for stage_id in recipe.stages:
+            self.dag.add_node(stage_id)
+        issues = self._add_edges()
+        issues += self._find_cycle()
+        if not issues:
+            issues += self._check_kinds()
+        if issues:
+            raise GraphError(recipe.path, issues)
+
+    def spec(self, stage_id: str) -> StageSpec:
+        return self.recipe.stages[stage_id]
+
+    def stage(self, stage_id: str) -> Stage:
+        return get_stage(self.spec(stage_id).type)
+
+    def order(self, selected: Iterable[str] | None = None) -> list[str]:
+        """Topological order; ties broken by position in the recipe so output is stable."""
+        ordered = list(nx.lexicographical_topological_sort(self.dag, key=self._position.get))
+        if selected is None:
+            return ordered
+        keep = set(selected)
+        return [sid for sid in ordered if sid in keep]
+
+    def ancestors(self, stage_id: str) -> set[str]:
+        return nx.ancestors(self.dag, stage_id)
+
+    def descendants(self, stage_id: str) -> set[str]:
+        return nx.descendants(self.dag, stage_id)
+
+    def select(self, only: list[str] | None = None, until: list[str] | None = None) -> list[str]:
+        """Stages to consider: ``only`` exactly those, ``until`` those plus their ancestors."""
+        for stage_id in [*(only or []), *(until or [])]:
+            if stage_id not in self.recipe.stages:
+                hint = did_you_mean(stage_id, list(self.recipe.stages))
+                raise GraphError(self.recipe.path, [RecipeIssue(f"no stage '{stage_id}'{hint}")])
+        if not only and not until:
+            return self.order()
+        chosen = set(only or [])
+        for stage_id in until or []:
+            chosen |= {stage_id, *self.ancestors(stage_id)}
+        return self.order(chosen)
+
+    def mermaid(self) -> str:
+        lines = ["flowchart LR"]
+        for sid in self.order():
+            lines.append(f'    {sid}["{sid}<br/><i>{self.spec(sid).type}</i>"]')
+        lines += [f"    {a} --> {b}" for a, b in self._edges_in_order()]
+        return "\n".join(lines)
+
+    def dot(self) -> str:
+        lines = [f'digraph "{self.recipe.name}" {{', "    rankdir=LR;"]
+        for sid in self.order():
+            lines.append(f'    "{sid}" [shape=box, label="{sid}\\n({self.spec(sid).type})"];')
+        lines += [f'    "{a}" -> "{b}";' for a, b in self._edges_in_order()]
+        return "\n".join([*lines, "}"])
+
+    def _edges_in_order(self) -> list[tuple[str, str]]:
+        return [(up, sid) for sid in self.order() for up in self.spec(sid).input_ids()]
+
+    def _input_line(self, stage_id: str, index: int) -> int | None:
+        spec = self.spec(stage_id)
+        if "inputs" in type(spec).model_fields:
+            return self.recipe.line_of("stages", stage_id, "inputs", index)
+        return self.recipe.line_of("stages", stage_id, "input")
+
+    def _add_edges(self) -> list[RecipeIssue]:
+        issues = []
+        for stage_id, spec in self.recipe.stages.items():
+            field = "inputs" if "inputs" in type(spec).model_fields else "input"
+            for index, upstream in enumerate(spec.input_ids()):
+                if upstream not in self.recipe.stages:
+                    hint = did_you_mean(upstream, list(self.recipe.stages))
+                    issues.append(
+                        RecipeIssue(
+                            f"unknown input stage '{upstream}'{hint}",
+                            self._input_line(stage_id, index),
+                            stage_id,
+                            field,
+                        )
+                    )
+                else:
+                    self.dag.add_edge(upstream, stage_id)
+        return issues
+
+    def _find_cycle(self) -> list[RecipeIssue]:
+        try:
+            edges = nx.find_cycle(self.dag)
+        except nx.NetworkXNoCycle:
+            return []
+        path = [edges[0][0], *(b for _, b in edges)]
+        first = path[0]
+        return [
+            RecipeIssue(
+                "the stages form a cycle: " + " → ".join(path),
+                self.recipe.line_of("stages", first),
+                first,
+                None,
+            )
+        ]
+
+    def _check_kinds(self) -> list[RecipeIssue]:
+        issues = []
+        for stage_id in self.order():
+            stage, spec = self.stage(stage_id), self.spec(stage_id)
+            for index, upstream in enumerate(spec.input_ids()):
+                produced = self.stage(upstream).output_kind(self.spec(upstream))
+                if stage.input_kinds and produced not in stage.input_kinds:
+                    wanted = " or ".join(k.value for k in stage.input_kinds)
+                    msg = (
+                        f"a '{spec.type}' stage takes {_a(wanted)} as input, but '{upstream}' "
+                        f"produces {_a(produced.value)}"
+                    )
+                    field = "inputs" if "inputs" in type(spec).model_fields else "input"
+                    issues.append(
+                        RecipeIssue(msg, self._input_line(stage_id, index), stage_id, field)
+                    )
+        return issues
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"

@@ -1,0 +1,97 @@
+"""Decide, without running anything, which stages are cached and which will run — and why."""
+
+from __future__ import annotations
+
+__all__ = ["Planner", "StagePlan"]
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgepipe.actions import explain, key_document
+from edgepipe.cache import ActionRecord, Cache, action_key
+from edgepipe.env import tool_versions
+from edgepipe.graph import PipelineGraph
+
+Status = Literal["cached", "run", "blocked"]
+
+
+@dataclass
+class StagePlan:
+    """The planned fate of one stage.
+
+    ``run`` with no key means the key depends on an upstream output that is about to be rebuilt
+    (if that rebuild yields identical bytes, the stage turns out cached after all).
+    ``blocked`` means an input is outside the selection and not in the cache.
+    """
+
+    stage_id: str
+    stage_type: str
+    status: Status
+    reasons: list[str] = field(default_factory=list)
+    key: str | None = None
+    key_document: dict[str, Any] | None = None
+    record: ActionRecord | None = None
+
+
+class Planner:
+    """Computes action keys and looks them up; imports no ML library."""
+
+    def __init__(self, graph: PipelineGraph, cache: Cache, force: set[str] | None = None):
+        self.graph = graph
+        self.cache = cache
+        self.force = force or set()
+
+    def key_for(self, stage_id: str, input_digests: list[str]) -> tuple[str, dict[str, Any]]:
+        """Action key and key document of a stage whose inputs' output digests are known."""
+        spec, stage = self.graph.spec(stage_id), self.graph.stage(stage_id)
+        files = {
+            name: self.cache.file_digest(path)
+            for name, path in stage.key_files(spec, self.graph.recipe.base_dir).items()
+        }
+        tools = tool_versions(stage.tools_for(spec))
+        document = key_document(stage, spec, input_digests, files, tools)
+        return action_key(document), document
+
+    def lookup(self, stage_id: str, known: dict[str, str]) -> StagePlan:
+        """Plan one stage given the output digests ``known`` so far (stage id → digest)."""
+        spec = self.graph.spec(stage_id)
+        plan = StagePlan(stage_id, spec.type, "run")
+        pending = [up for up in spec.input_ids() if up not in known]
+        if pending:
+            plan.reasons = [f"input '{up}' will be rebuilt" for up in pending]
+            return plan
+        plan.key, plan.key_document = self.key_for(stage_id, [known[u] for u in spec.input_ids()])
+        plan.record = self.cache.get_action(plan.key)
+        if plan.record is not None and stage_id not in self.force:
+            plan.status = "cached"
+            return plan
+        if stage_id in self.force:
+            plan.reasons = ["--force"]
+        else:
+            previous = self.cache.last_key_document(self.graph.recipe.name, stage_id)
+            plan.reasons = explain(previous, plan.key_document, spec.input_ids())
+        return plan
+
+    def plan(self, selected: list[str]) -> list[StagePlan]:
+        """Plans for ``selected`` (in order); unselected ancestors are looked up, never run."""
+        needed = set(selected)
+        for stage_id in selected:
+            needed |= self.graph.ancestors(stage_id)
+        known: dict[str, str] = {}
+        plans: dict[str, StagePlan] = {}
+        for stage_id in self.graph.order(needed):
+            plan = self.lookup(stage_id, known)
+            if stage_id not in selected and plan.status != "cached":
+                plan.status = "blocked"
+            if plan.status == "cached":
+                known[stage_id] = plan.record.output_digest
+            plans[stage_id] = plan
+        for stage_id in selected:
+            blockers = [u for u in self.graph.ancestors(stage_id) if plans[u].status == "blocked"]
+            if blockers and plans[stage_id].status != "cached":
+                plans[stage_id].status = "blocked"
+                plans[stage_id].reasons = [
+                    f"input '{u}' is not built and not selected (add --until {stage_id})"
+                    for u in sorted(blockers)
+                ]
+        return [plans[sid] for sid in selected]

@@ -1,0 +1,188 @@
+"""What every stage shares: the spec base models, artifacts, the stage base class, the registry.
+
+A stage type is one module in ``edgepipe/stages``: a Pydantic spec (the recipe fields, each with a
+description) and a :class:`Stage` subclass decorated with :func:`register_stage`. Heavy libraries
+(torch, onnx, runtimes) are imported only inside ``run()``/``preflight()`` so that planning and
+fully cached runs stay fast.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Artifact",
+    "ArtifactKind",
+    "FieldError",
+    "MultiInputSpec",
+    "SingleInputSpec",
+    "Stage",
+    "StageContext",
+    "StageSpec",
+    "get_stage",
+    "missing_modules",
+    "register_stage",
+    "registered_stages",
+]
+
+import importlib.util
+import json
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ARTIFACT_FILE = "artifact.json"
+
+
+class ArtifactKind(StrEnum):
+    """What a stage produces; checked between stages when the graph is built."""
+
+    TORCH_MODEL = "torch-model"
+    ONNX_MODEL = "onnx-model"
+
+
+class FieldError(ValueError):
+    """Raised by a spec's cross-field check to point the error at one field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+class StageSpec(BaseModel):
+    """Fields common to every stage spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False)
+
+    type: str = Field(description="Stage type; selects which fields are allowed.")
+
+    def input_ids(self) -> list[str]:
+        """Upstream stage ids, in order; these are the DAG's edges."""
+        return []
+
+    def file_fields(self) -> dict[str, Path]:
+        """Recipe-relative files this spec reads; their *content* goes into the cache key."""
+        return {}
+
+
+class SingleInputSpec(StageSpec):
+    """A stage with exactly one upstream stage."""
+
+    input: str = Field(description="Id of the upstream stage whose artifact this stage consumes.")
+
+    def input_ids(self) -> list[str]:
+        return [self.input]
+
+
+class MultiInputSpec(StageSpec):
+    """A stage with one or more upstream stages."""
+
+    inputs: list[str] = Field(
+        min_length=1, description="Ids of the upstream stages whose artifacts this stage consumes."
+    )
+
+    def input_ids(self) -> list[str]:
+        return list(self.inputs)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A stage output handed to a downstream stage: a directory plus its ``artifact.json``."""
+
+    kind: ArtifactKind
+    path: Path
+    meta: dict[str, Any]
+    stage_id: str
+
+    @classmethod
+    def read(cls, path: Path, stage_id: str) -> Artifact:
+        doc = json.loads((path / ARTIFACT_FILE).read_text())
+        return cls(ArtifactKind(doc["kind"]), path, doc["meta"], stage_id)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may touch while it runs."""
+
+    stage_id: str
+    recipe_dir: Path
+    inputs: list[Artifact]
+    out_dir: Path
+    log: logging.Logger
+    ancestors: dict[str, Artifact] = field(default_factory=dict)
+
+    def resolve(self, relative: Path) -> Path:
+        """A recipe path, relative to the recipe file."""
+        return (self.recipe_dir / relative).resolve()
+
+
+class Stage(ABC):
+    """Base class: owns the shared work; a subclass implements its spec and ``run``."""
+
+    type: ClassVar[str]
+    spec_class: ClassVar[type[StageSpec]]
+    version: ClassVar[int] = 1
+    """Bump when the implementation changes what it produces: it is part of the cache key."""
+    tools: ClassVar[tuple[str, ...]] = ()
+    """Python distributions whose versions go into the cache key and must be installed."""
+    input_kinds: ClassVar[tuple[ArtifactKind, ...]] = ()
+    output: ClassVar[ArtifactKind]
+    summary: ClassVar[str] = ""
+
+    def output_kind(self, spec: StageSpec) -> ArtifactKind:
+        return self.output
+
+    def tools_for(self, spec: StageSpec) -> tuple[str, ...]:
+        return self.tools
+
+    def key_files(self, spec: StageSpec, recipe_dir: Path) -> dict[str, Path]:
+        """Files whose content goes into the cache key, by name."""
+        return {name: recipe_dir / rel for name, rel in spec.file_fields().items()}
+
+    def preflight(self, spec: StageSpec, recipe_dir: Path) -> list[str]:
+        """Problems that would make ``run`` fail, found before anything runs. Default: imports."""
+        missing = missing_modules(self.tools_for(spec))
+        if not missing:
+            return []
+        return [
+            f"needs the Python package(s) {', '.join(missing)}: pip install {' '.join(missing)}"
+        ]
+
+    @abstractmethod
+    def run(self, spec: StageSpec, ctx: StageContext) -> dict[str, Any]:
+        """Write the artifact into ``ctx.out_dir``; return its metadata (deterministic, JSON)."""
+
+
+_IMPORT_NAMES = {"onnxruntime-gpu": "onnxruntime", "scikit-image": "skimage", "pyyaml": "yaml"}
+
+
+def missing_modules(distributions: tuple[str, ...]) -> list[str]:
+    """Distributions whose top-level module cannot be found; does not import them."""
+    missing = []
+    for dist in distributions:
+        module = _IMPORT_NAMES.get(dist, dist.replace("-", "_"))
+        if importlib.util.find_spec(module) is None:
+            missing.append(dist)
+    return missing
+
+
+_REGISTRY: dict[str, Stage] = {}
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: make a stage type available to recipes."""
+    if cls.type in _REGISTRY:
+        raise ValueError(f"stage type {cls.type!r} registered twice")
+    _REGISTRY[cls.type] = cls()
+    return cls
+
+
+def get_stage(stage_type: str) -> Stage:
+    return _REGISTRY[stage_type]
+
+
+def registered_stages() -> dict[str, Stage]:
+    return dict(_REGISTRY)

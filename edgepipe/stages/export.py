@@ -1,0 +1,220 @@
+"""``export``: torch model → ONNX, with the dynamo exporter and the TorchScript one as fallback."""
+
+from __future__ import annotations
+
+__all__ = ["ExportSpec", "ExportStage"]
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from edgepipe.errors import StageError
+from edgepipe.stages.base import ArtifactKind, SingleInputSpec, Stage, StageContext, register_stage
+from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx
+from edgepipe.stages.torch_model import rebuild
+
+# protobuf caps a single ONNX file at 2 GiB; leave headroom for the graph itself.
+_EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
+
+
+class ExportSpec(SingleInputSpec):
+    """Export a torch model to ONNX."""
+
+    type: Literal["export"] = Field(description="Stage type.")
+    opset: int = Field(
+        default=18,
+        ge=9,
+        le=23,
+        description="ONNX opset (9-23). The dynamo "
+        "exporter works natively at 18+; the TorchScript exporter supports up to 20.",
+    )
+    exporter: Literal["auto", "dynamo", "torchscript"] = Field(
+        default="auto",
+        description="'auto' tries dynamo, then falls back to torchscript (and says so in the log).",
+    )
+    dynamic_batch: bool = Field(default=True, description="Make the batch dimension dynamic.")
+    dynamic_hw: bool = Field(default=False, description="Make height and width dynamic.")
+    batch_size: int = Field(default=1, ge=1, description="Batch size when dynamic_batch is false.")
+    input_size: tuple[int, int, int] | None = Field(
+        default=None, description="[C, H, W] of the traced input; default: the model's data config."
+    )
+    input_name: str = Field(default="input", min_length=1, description="Name of the ONNX input.")
+    output_names: list[str] = Field(
+        default_factory=lambda: ["output"], min_length=1, description="Names of the ONNX outputs."
+    )
+    constant_folding: bool = Field(default=True, description="Fold constants while exporting.")
+    external_data: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Store weights in model.onnx.data: 'auto' does it when the "
+        "weights approach protobuf's 2 GiB limit.",
+    )
+
+
+@register_stage
+class ExportStage(Stage):
+    type = "export"
+    spec_class = ExportSpec
+    version = 1
+    tools = ("torch", "timm", "onnx", "onnxscript")
+    input_kinds = (ArtifactKind.TORCH_MODEL,)
+    output = ArtifactKind.ONNX_MODEL
+    summary = "Export a torch model to ONNX (dynamo exporter, TorchScript fallback)."
+
+    def run(self, spec: ExportSpec, ctx: StageContext) -> dict[str, Any]:
+        import torch
+
+        source = ctx.inputs[0]
+        module = rebuild(source.path, ctx.recipe_dir)
+        data_config = source.meta["data_config"]
+        size = list(spec.input_size or data_config["input_size"])
+        # dynamo specialises dims of size 1, so trace a dynamic batch with 2 samples
+        batch = 2 if spec.dynamic_batch else spec.batch_size
+        example = torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
+        external = _use_external_data(spec, module)
+        target = ctx.out_dir / MODEL_FILE
+        used = _export_with_fallback(_input_only(module), example, spec, target, external, ctx)
+        _check(target, spec)
+        meta = describe_onnx(target)
+        ctx.log.info("exported with the %s exporter at opset %s", used, meta["opset"])
+        return {**meta, "exporter": used, "data_config": {**data_config, "input_size": size}}
+
+
+def _input_only(module):
+    """Wrap the model so forward takes only ``x``: the TorchScript exporter otherwise turns
+    forward()'s default arguments into graph inputs (timm eva02 fails on ``is_causal``)."""
+    import torch
+
+    class InputOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    return InputOnly(module).eval()
+
+
+def _use_external_data(spec: ExportSpec, module) -> bool:
+    size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    if spec.external_data == "never" and size > _EXTERNAL_DATA_THRESHOLD:
+        raise StageError(
+            f"the weights take {size / 2**30:.1f} GiB, too large for one ONNX file; "
+            "set external_data: auto"
+        )
+    return spec.external_data == "always" or (
+        spec.external_data == "auto" and size > _EXTERNAL_DATA_THRESHOLD
+    )
+
+
+def _export_with_fallback(
+    module, example, spec: ExportSpec, target: Path, external: bool, ctx: StageContext
+) -> str:
+    order = ["dynamo", "torchscript"] if spec.exporter == "auto" else [spec.exporter]
+    failures: dict[str, str] = {}
+    for exporter in order:
+        try:
+            _EXPORTERS[exporter](module, example, spec, target, external)
+            if failures:
+                ctx.log.warning(
+                    "the dynamo exporter failed (%s); exported with torchscript instead",
+                    failures["dynamo"],
+                )
+            return exporter
+        except Exception as exc:  # exporters raise anything from TorchExportError to KeyError
+            failures[exporter] = _condense(exc)
+            for leftover in target.parent.glob(f"{MODEL_FILE}*"):
+                leftover.unlink()
+    details = "; ".join(f"{name} exporter: {msg}" for name, msg in failures.items())
+    raise StageError(
+        f"the model could not be exported to ONNX opset {spec.opset}. {details}. "
+        f"{_hint(details, spec)}"
+    )
+
+
+def _export_dynamo(module, example, spec: ExportSpec, target: Path, external: bool) -> None:
+    import torch
+
+    dims: dict[int, Any] = {}
+    if spec.dynamic_batch:
+        dims[0] = torch.export.Dim("batch")
+    if spec.dynamic_hw:
+        dims[2], dims[3] = torch.export.Dim.AUTO, torch.export.Dim.AUTO
+    torch.onnx.export(
+        module,
+        (example,),
+        str(target),
+        dynamo=True,
+        opset_version=spec.opset,
+        input_names=[spec.input_name],
+        output_names=spec.output_names,
+        dynamic_shapes={"x": dims} if dims else None,
+        external_data=external,
+        do_constant_folding=spec.constant_folding,
+        verbose=False,
+    )
+
+
+def _export_torchscript(module, example, spec: ExportSpec, target: Path, external: bool) -> None:
+    import torch
+
+    input_axes = {0: "batch"} if spec.dynamic_batch else {}
+    if spec.dynamic_hw:
+        input_axes.update({2: "height", 3: "width"})
+    dynamic_axes = {spec.input_name: input_axes} if input_axes else {}
+    if spec.dynamic_batch:
+        dynamic_axes.update({name: {0: "batch"} for name in spec.output_names})
+    torch.onnx.export(
+        module,
+        (example,),
+        str(target),
+        dynamo=False,
+        opset_version=spec.opset,
+        input_names=[spec.input_name],
+        output_names=spec.output_names,
+        dynamic_axes=dynamic_axes or None,
+        do_constant_folding=spec.constant_folding,
+    )
+    if external:
+        import onnx
+
+        model = onnx.load(str(target))
+        onnx.save(model, str(target), save_as_external_data=True, location=f"{MODEL_FILE}.data")
+
+
+_EXPORTERS = {"dynamo": _export_dynamo, "torchscript": _export_torchscript}
+
+
+def _check(target: Path, spec: ExportSpec) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(target))
+    except onnx.checker.ValidationError as exc:
+        raise StageError(f"the exported model is not valid ONNX: {_condense(exc)}") from None
+    inputs = describe_onnx(target)["inputs"]
+    if spec.dynamic_batch and inputs and isinstance(inputs[0]["shape"][0], int):
+        raise StageError(
+            "dynamic_batch is set but the exported model has a fixed batch of "
+            f"{inputs[0]['shape'][0]}: the model's code fixes it. "
+            "Set dynamic_batch: false, or fix the reshape in the model"
+        )
+
+
+def _condense(exc: BaseException, limit: int = 400) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:limit]
+
+
+def _hint(details: str, spec: ExportSpec) -> str:
+    lowered = details.lower()
+    if "unsupported" in lowered or "not supported" in lowered:
+        return (
+            f"An operator is not supported at opset {spec.opset}: try a higher opset, "
+            "or the other exporter (exporter: dynamo|torchscript)"
+        )
+    if "onnxscript" in lowered and "no module" in lowered:
+        return "The dynamo exporter needs onnxscript: pip install onnxscript"
+    return "Try the other exporter (exporter: dynamo|torchscript), or dynamic_hw: false"

@@ -1,0 +1,228 @@
+"""``load``: bring a model into the pipeline (timm name, ``module:callable`` factory, ONNX file)."""
+
+from __future__ import annotations
+
+__all__ = ["DataConfigOverride", "LoadSpec", "LoadStage"]
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgepipe.errors import StageError
+from edgepipe.stages import checkpoints, pretrained
+from edgepipe.stages.base import (
+    ArtifactKind,
+    FieldError,
+    Stage,
+    StageContext,
+    StageSpec,
+    register_stage,
+)
+from edgepipe.stages.onnx_io import describe_onnx
+from edgepipe.stages.sources import module_source_files
+from edgepipe.stages.torch_model import data_config_of, import_callable, save_torch_model
+
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_SOURCE_FIELDS = {
+    "timm": {
+        "name",
+        "pretrained",
+        "weights",
+        "strict",
+        "model_kwargs",
+        "num_classes",
+        "seed",
+        "data_config",
+    },
+    "callable": {"factory", "weights", "strict", "model_kwargs", "seed", "data_config"},
+    "onnx": {"path", "data_config"},
+}
+
+
+class DataConfigOverride(BaseModel):
+    """Overrides for the model's own (timm-resolved) eval preprocessing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_size: tuple[int, int, int] | None = Field(
+        default=None, description="Model input as [channels, height, width]."
+    )
+    mean: tuple[float, float, float] | None = Field(
+        default=None, description="Per-channel mean subtracted after scaling to 0..1."
+    )
+    std: tuple[float, float, float] | None = Field(
+        default=None, description="Per-channel std divided by after subtracting the mean."
+    )
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
+        default=None, description="Resize interpolation."
+    )
+    crop_pct: float | None = Field(
+        default=None, gt=0, le=1, description="Centre-crop fraction (resize to size/crop_pct)."
+    )
+    crop_mode: Literal["center", "squash", "border"] | None = Field(
+        default=None, description="timm crop mode: shorter-side resize + centre crop, or squash."
+    )
+
+
+class LoadSpec(StageSpec):
+    """Load a model: from timm, from your own factory function, or an existing ONNX file."""
+
+    type: Literal["load"] = Field(description="Stage type.")
+    source: Literal["timm", "callable", "onnx"] = Field(
+        default="timm", description="Where the model comes from."
+    )
+    name: str | None = Field(
+        default=None,
+        description="timm model name, optionally with a pretrained tag "
+        "(e.g. 'resnet50.a1_in1k'). source: timm only.",
+    )
+    pretrained: bool = Field(
+        default=False,
+        description="Download/use timm's pretrained weights (needs network or a "
+        "populated Hugging Face cache). source: timm only.",
+    )
+    weights: Path | None = Field(
+        default=None,
+        description="Local checkpoint (.safetensors, .pth, .pt, .bin) loaded into "
+        "the model, relative to the recipe. Loaded with weights_only=True.",
+    )
+    strict: bool = Field(default=True, description="Require the checkpoint keys to match exactly.")
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for timm.create_model or the factory."
+    )
+    num_classes: int | None = Field(
+        default=None, ge=1, description="Classifier size (timm). Use with a fine-tuned checkpoint."
+    )
+    factory: str | None = Field(
+        default=None,
+        description="'module:callable' returning an nn.Module; the module is searched in the "
+        "recipe's folder first. source: callable only.",
+    )
+    path: Path | None = Field(
+        default=None,
+        description="ONNX file to bring into the graph, relative to the recipe. source: onnx only.",
+    )
+    data_config: DataConfigOverride = Field(
+        default_factory=DataConfigOverride, description="Overrides for the model's preprocessing."
+    )
+    seed: int = Field(default=0, description="Seed for random initialisation (reproducible bytes).")
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_reference(cls, value: str | None) -> str | None:
+        if value is not None and not _FACTORY.fullmatch(value):
+            raise ValueError(
+                f"expected 'module:callable' (e.g. 'my_models.net:build'), got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_source(self) -> LoadSpec:
+        required = {"timm": "name", "callable": "factory", "onnx": "path"}[self.source]
+        if getattr(self, required) is None:
+            raise FieldError(required, f"required when source is '{self.source}'")
+        other_sources = set().union(*_SOURCE_FIELDS.values()) - _SOURCE_FIELDS[self.source]
+        for field_name in sorted(other_sources & self.model_fields_set):
+            raise FieldError(field_name, f"does not apply to source '{self.source}'")
+        if self.pretrained and self.weights is not None:
+            raise FieldError("weights", "set either 'pretrained: true' or 'weights', not both")
+        return self
+
+    def file_fields(self) -> dict[str, Path]:
+        return {k: v for k, v in (("weights", self.weights), ("path", self.path)) if v is not None}
+
+
+@register_stage
+class LoadStage(Stage):
+    type = "load"
+    spec_class = LoadSpec
+    summary = "Load a timm model, a module:callable factory, or an ONNX file."
+
+    def output_kind(self, spec: LoadSpec) -> ArtifactKind:
+        return ArtifactKind.ONNX_MODEL if spec.source == "onnx" else ArtifactKind.TORCH_MODEL
+
+    def tools_for(self, spec: LoadSpec) -> tuple[str, ...]:
+        return {
+            "timm": ("torch", "timm", "safetensors"),
+            "callable": ("torch", "timm", "safetensors"),
+            "onnx": ("onnx",),
+        }[spec.source]
+
+    def key_files(self, spec: LoadSpec, recipe_dir: Path) -> dict[str, Path]:
+        files = super().key_files(spec, recipe_dir)
+        if spec.source == "callable":
+            module = spec.factory.partition(":")[0]
+            for index, source in enumerate(module_source_files(module, recipe_dir)):
+                files[f"factory_source_{index}"] = source
+        return files
+
+    def preflight(self, spec: LoadSpec, recipe_dir: Path) -> list[str]:
+        problems = super().preflight(spec, recipe_dir)
+        if problems or spec.source != "timm":
+            return problems
+        return pretrained.problems(spec.name, spec.pretrained)
+
+    def run(self, spec: LoadSpec, ctx: StageContext) -> dict[str, Any]:
+        if spec.source == "onnx":
+            meta = _copy_onnx(ctx.resolve(spec.path), ctx.out_dir)
+            overrides = spec.data_config.model_dump(mode="json", exclude_none=True)
+            return {**meta, "data_config": overrides or None}
+        import torch
+
+        torch.manual_seed(spec.seed)
+        kwargs = dict(spec.model_kwargs)
+        if spec.source == "timm":
+            import timm
+
+            if spec.num_classes is not None:
+                kwargs["num_classes"] = spec.num_classes
+            module = timm.create_model(spec.name, pretrained=spec.pretrained, **kwargs)
+            builder = {"source": "timm", "name": spec.name, "kwargs": kwargs}
+        else:
+            module = import_callable(spec.factory, ctx.recipe_dir)(**kwargs)
+            if not isinstance(module, torch.nn.Module):
+                raise StageError(
+                    f"factory '{spec.factory}' returned {type(module).__name__}, "
+                    "not a torch.nn.Module"
+                )
+            builder = {"source": "callable", "factory": spec.factory, "kwargs": kwargs}
+        if spec.weights is not None:
+            checkpoints.load_into(module, ctx.resolve(spec.weights), spec.strict)
+        module.eval()
+        save_torch_model(module, builder, ctx.out_dir)
+        overrides = spec.data_config.model_dump(mode="json")
+        if (
+            spec.source == "callable"
+            and not hasattr(module, "pretrained_cfg")
+            and not any(v is not None for v in overrides.values())
+        ):
+            ctx.log.warning(
+                "factory model has no pretrained_cfg and no data_config is set: "
+                "assuming timm's ImageNet defaults (3x224x224)"
+            )
+        params = sum(p.numel() for p in module.parameters())
+        ctx.log.info("loaded %s: %s parameters", type(module).__name__, f"{params:,}")
+        return {
+            "architecture": f"{type(module).__module__}.{type(module).__qualname__}",
+            "parameters": params,
+            "data_config": data_config_of(module, overrides),
+        }
+
+
+def _copy_onnx(source: Path, out_dir: Path) -> dict[str, Any]:
+    import onnx
+
+    target = out_dir / "model.onnx"
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends: all mean "not an ONNX model"
+        raise StageError(f"{source} is not a readable ONNX model: {exc}") from None
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        model = onnx.load(str(source))
+        onnx.save(model, str(target), save_as_external_data=True, location="model.onnx.data")
+    else:
+        shutil.copyfile(source, target)
+    return describe_onnx(target)

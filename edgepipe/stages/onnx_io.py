@@ -1,0 +1,47 @@
+"""Describe an ONNX model's inputs and outputs for the ``onnx-model`` artifact metadata."""
+
+from __future__ import annotations
+
+__all__ = ["MODEL_FILE", "describe_onnx", "model_path"]
+
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "model.onnx"
+
+
+def model_path(artifact_dir: Path) -> Path:
+    return artifact_dir / MODEL_FILE
+
+
+def describe_onnx(path: Path) -> dict[str, Any]:
+    """Opset and named, typed, shaped inputs/outputs; dynamic dims are their symbolic names."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [_value_info(v) for v in model.graph.input if v.name not in initializers]
+    return {
+        "model_file": path.name,
+        "opset": opset,
+        "inputs": inputs,
+        "outputs": [_value_info(v) for v in model.graph.output],
+        "external_data": any(
+            t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
+        ),
+    }
+
+
+def _value_info(value) -> dict[str, Any]:
+    import onnx
+
+    tensor = value.type.tensor_type
+    dims: list[int | str] = []
+    for dim in tensor.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        else:
+            dims.append(dim.dim_param or "?")
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "?"
+    return {"name": value.name, "dtype": dtype, "shape": dims}

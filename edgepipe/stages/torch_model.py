@@ -1,0 +1,110 @@
+"""The ``torch-model`` artifact: how to rebuild an ``nn.Module`` plus its weights.
+
+A torch model is stored as ``model.json`` (a *builder*: timm name or ``module:callable`` with
+kwargs, and the transforms applied since, e.g. reparameterization) and ``weights.safetensors``.
+Storing a builder instead of a pickle keeps loading safe (no arbitrary code from the cache) and
+the artifact content-addressable: the same weights give the same bytes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "data_config_of",
+    "import_callable",
+    "rebuild",
+    "save_torch_model",
+]
+
+import importlib
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from edgepipe.errors import StageError
+
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def save_torch_model(module: Any, builder: dict[str, Any], out_dir: Path) -> None:
+    """Write ``module``'s weights and the builder that recreates its architecture."""
+    from safetensors.torch import save_model
+
+    (out_dir / MODEL_FILE).write_text(json.dumps(builder, indent=2, sort_keys=True))
+    save_model(module, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+
+
+def rebuild(artifact_dir: Path, recipe_dir: Path) -> Any:
+    """Recreate the module stored in a torch-model artifact, in eval mode."""
+    from safetensors.torch import load_model
+
+    builder = json.loads((artifact_dir / MODEL_FILE).read_text())
+    module = _construct(builder, recipe_dir)
+    missing, unexpected = load_model(module, str(artifact_dir / WEIGHTS_FILE), strict=False)
+    if missing or unexpected:
+        raise StageError(
+            "stored weights do not fit the rebuilt model "
+            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}); "
+            "the model code changed since the artifact was built: "
+            "run with --force on its load stage"
+        )
+    return module.eval()
+
+
+def _construct(builder: dict[str, Any], recipe_dir: Path) -> Any:
+    if builder["source"] == "timm":
+        import timm
+
+        return timm.create_model(builder["name"], pretrained=False, **builder.get("kwargs", {}))
+    factory = import_callable(builder["factory"], recipe_dir)
+    return factory(**builder.get("kwargs", {}))
+
+
+@contextmanager
+def _on_path(directory: Path):
+    sys.path.insert(0, str(directory))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(directory))
+
+
+def import_callable(reference: str, recipe_dir: Path) -> Any:
+    """Import ``module:callable``, searching the recipe's directory first."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        with _on_path(recipe_dir):
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise StageError(
+            f"cannot import module '{module_name}' for factory '{reference}': {exc}. "
+            f"Modules are searched in the recipe's folder ({recipe_dir}) and then on sys.path"
+        ) from None
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise StageError(
+                f"module '{module_name}' has no attribute '{attr}' (factory '{reference}')"
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise StageError(f"'{reference}' is not callable")
+    return target
+
+
+def data_config_of(module: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """timm's resolved eval data config (input size, mean/std, interpolation, crop) + overrides."""
+    from timm.data import resolve_model_data_config
+
+    config = dict(resolve_model_data_config(module))
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return {
+        "input_size": [int(v) for v in config["input_size"]],
+        "interpolation": str(config.get("interpolation", "bicubic")),
+        "mean": [float(v) for v in config["mean"]],
+        "std": [float(v) for v in config["std"]],
+        "crop_pct": float(config.get("crop_pct", 0.875)),
+        "crop_mode": str(config.get("crop_mode", "center")),
+    }
