@@ -1,7 +1,9 @@
 """Collect what a stage prints and logs into its log text, so the terminal stays readable.
 
-Libraries like torch and onnxsim print to file descriptor 1 from C++, so stdout is redirected at
-the descriptor level; Python logging and warnings are captured with a handler.
+Libraries like torch and onnxsim print to file descriptors 1 and 2 from C++, so both are
+redirected at the descriptor level; Python logging and warnings are captured with a handler.
+The CLI's progress display writes to its own duplicate of the terminal's stderr, so it stays
+visible while a stage runs.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def capture_stage_output(lines: list[str]) -> Iterator[None]:
     root.setLevel(min(previous_level, logging.INFO) if previous_level else logging.INFO)
     logging.captureWarnings(True)
     try:
-        with warnings.catch_warnings(), _stdout_to(lines):
+        with warnings.catch_warnings(), _fd_to(1, "stdout", lines), _fd_to(2, "stderr", lines):
             warnings.simplefilter("default")
             yield
     finally:
@@ -47,22 +49,25 @@ def capture_stage_output(lines: list[str]) -> Iterator[None]:
 
 
 @contextmanager
-def _stdout_to(lines: list[str]) -> Iterator[None]:
+def _fd_to(fd: int, label: str, lines: list[str]) -> Iterator[None]:
+    """Send everything written to file descriptor ``fd`` (by Python or C++) into ``lines``."""
+    stream = sys.stdout if fd == 1 else sys.stderr
     try:
-        stdout_fd = sys.stdout.fileno()
+        if stream.fileno() != fd:
+            raise ValueError
     except (AttributeError, OSError, ValueError):  # pytest capture or an IDE console: no fd
         yield
         return
-    sys.stdout.flush()
-    saved = os.dup(stdout_fd)
+    stream.flush()
+    saved = os.dup(fd)
     with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), stdout_fd)
+        os.dup2(sink.fileno(), fd)
         try:
             yield
         finally:
-            sys.stdout.flush()
-            os.dup2(saved, stdout_fd)
+            stream.flush()
+            os.dup2(saved, fd)
             os.close(saved)
             sink.seek(0)
             text = sink.read().decode("utf-8", errors="replace")
-            lines.extend(f"stdout: {line}" for line in text.splitlines() if line.strip())
+            lines.extend(f"{label}: {line}" for line in text.splitlines() if line.strip())

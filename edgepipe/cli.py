@@ -4,7 +4,9 @@ from __future__ import annotations
 
 __all__ = ["app", "main"]
 
+import atexit
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,7 +27,9 @@ app = typer.Typer(
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the artifact cache.")
 app.add_typer(cache_app, name="cache")
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# A duplicate of fd 2: stages redirect fd 2 into their logs, the progress display must not follow.
+err = Console(file=os.fdopen(os.dup(2), "w", encoding="utf-8", errors="replace"), highlight=False)
+atexit.register(err.file.close)
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 OnlyOpt = Annotated[
@@ -262,12 +266,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(ExitCode.INTERRUPTED)
-    except Exception as exc:  # click usage errors are ClickExceptions; anything else is a bug
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(ExitCode.USAGE)
+    except typer.TyperException as exc:  # bad command-line usage (typer's click exceptions)
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except Exception:  # anything else is a bug in edgepipe
         err.print_exception()
         err.print(
             "[bold red]internal error[/]: this is a bug in edgepipe; please report it "

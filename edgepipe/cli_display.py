@@ -56,7 +56,7 @@ class RunDisplay:
             f"[{style}]{result.outcome:>7}[/] {result.stage_id:<20} "
             f"{result.stage_type:<12} {seconds:>8} {size:>9}"
         )
-        if result.message:
+        if result.message and result.outcome != "failed":  # failures are repeated in the summary
             self.console.print(f"        [dim]{result.message}[/]", soft_wrap=True)
 
     def _stop(self) -> None:

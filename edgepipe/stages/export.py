@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["ExportSpec", "ExportStage"]
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from edgepipe.stages.torch_model import rebuild
 
 # protobuf caps a single ONNX file at 2 GiB; leave headroom for the graph itself.
 _EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ExportSpec(SingleInputSpec):
@@ -203,17 +205,24 @@ def _check(target: Path, spec: ExportSpec) -> None:
 
 
 def _condense(exc: BaseException, limit: int = 400) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:limit]
+    """The one line of an exporter error that names the problem (the op, the module)."""
+    text = _ANSI.sub("", str(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "## Exception summary" in lines:  # dynamo: the root cause follows the summary header
+        summary = lines[lines.index("## Exception summary") + 1 :]
+        root = next((ln for ln in summary if ln.startswith("<class")), None)
+        if root:
+            return re.sub(r"^<class '(?:[\w.]+\.)?(\w+)'>", r"\1", root)[:limit]
+    first = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {first}"[:limit]
 
 
 def _hint(details: str, spec: ExportSpec) -> str:
     lowered = details.lower()
-    if "unsupported" in lowered or "not supported" in lowered:
+    if any(w in lowered for w in ("unsupported", "not supported", "no onnx function")):
         return (
-            f"An operator is not supported at opset {spec.opset}: try a higher opset, "
-            "or the other exporter (exporter: dynamo|torchscript)"
+            f"An operator has no ONNX translation at opset {spec.opset}: try a higher opset or the "
+            "other exporter (exporter: dynamo|torchscript), or replace that operation in the model"
         )
     if "onnxscript" in lowered and "no module" in lowered:
         return "The dynamo exporter needs onnxscript: pip install onnxscript"

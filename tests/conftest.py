@@ -1,0 +1,59 @@
+"""Shared helpers: run the real CLI in a subprocess against a private cache and output folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Workspace:
+    """A recipe folder, a cache and an output folder, all under one tmp_path."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.cache = root / "cache"
+        self.out = root / "out"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "EDGEPIPE_CACHE": str(self.cache),
+                # never reach a hub: tests must behave the same on- and offline
+                "HF_HUB_OFFLINE": "1",
+                "HF_HOME": str(self.root / "hf-home"),
+                "TORCH_HOME": str(self.root / "torch-home"),
+                "PYTHONPATH": str(REPO),
+                "COLUMNS": "200",
+            }
+        )
+        return env
+
+    def recipe(self, text: str, name: str = "recipe.yaml") -> Path:
+        path = self.root / name
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """``edgepipe ARGS`` in a subprocess; ``--out`` is added for run."""
+        extra = ["--out", str(self.out)] if args and args[0] == "run" else []
+        return subprocess.run(
+            [sys.executable, "-m", "edgepipe", *args, *extra],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
