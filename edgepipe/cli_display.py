@@ -7,6 +7,7 @@ __all__ = ["RunDisplay", "action_table", "stage_table"]
 from collections.abc import Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgepipe.planner import StagePlan
@@ -56,8 +57,10 @@ class RunDisplay:
             f"[{style}]{result.outcome:>7}[/] {result.stage_id:<20} "
             f"{result.stage_type:<12} {seconds:>8} {size:>9}"
         )
+        for warning in result.warnings:
+            self.console.print(f"        [yellow]warning[/]: {escape(warning)}", soft_wrap=True)
         if result.message and result.outcome != "failed":  # failures are repeated in the summary
-            self.console.print(f"        [dim]{result.message}[/]", soft_wrap=True)
+            self.console.print(f"        [dim]{escape(result.message)}[/]", soft_wrap=True)
 
     def _stop(self) -> None:
         if self._status is not None:

@@ -34,6 +34,7 @@ class StageResult:
     message: str = ""
     output_size: int = 0
     reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Runner:
             time.perf_counter() - started,
             output_size=record.output_size,
             reasons=plan.reasons,
+            warnings=_stage_warnings(record.log) if built else [],
         )
         self.observer.stage_finished(result)
         return result
@@ -216,3 +218,13 @@ class Runner:
 
     def _materialize(self, stage_id: str, digest: str) -> None:
         self.cache.materialize_tree(digest, self.out_dir / stage_id)
+
+
+def _stage_warnings(log_text: str) -> list[str]:
+    """Warnings a stage itself logged (not library noise): shown under the stage's line."""
+    prefix = "WARNING edgepipe.stage."
+    return [
+        line.split(": ", 1)[1]
+        for line in log_text.splitlines()
+        if line.startswith(prefix) and ": " in line
+    ]

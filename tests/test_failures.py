@@ -13,21 +13,24 @@ import torch
 
 
 class Net(torch.nn.Module):
-    def __init__(self, width, explode=False):
+    def __init__(self, width, explode=False, branchy=False):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, width, 3)
         self.explode = explode
+        self.branchy = branchy
 
     def forward(self, x):
         y = self.conv(x).mean((2, 3))
+        if self.branchy and y.sum() > 0:  # data-dependent branch: torch.export refuses it
+            return -y
         if self.explode:
             # ONNX has no SVD, and neither exporter can decompose it
             return torch.linalg.svdvals(y.reshape(-1, 2, 2))
         return y
 
 
-def build(width=4, explode=False):
-    return Net(width, explode)
+def build(width=4, explode=False, branchy=False):
+    return Net(width, explode, branchy)
 """
 
 TWO_BRANCHES = """
@@ -192,3 +195,25 @@ def test_onnx_file_enters_the_graph(workspace):
     assert result.returncode == 0, result.stderr
     meta = json.loads((workspace.out / "s" / "artifact.json").read_text())["meta"]
     assert meta["inputs"][0]["name"] == "x" and meta["inputs"][0]["shape"] == [1, 3, 16, 16]
+
+
+def test_auto_exporter_falls_back_and_says_so(workspace):
+    (workspace.root / "nets.py").write_text(FACTORY)
+    recipe = workspace.recipe("""
+        version: 1
+        name: fallback
+        stages:
+          m:
+            type: load
+            source: callable
+            factory: nets:build
+            model_kwargs: {branchy: true}
+            data_config: {input_size: [3, 16, 16]}
+          onnx: {type: export, input: m}
+    """)
+    result = workspace.cli("run", str(recipe))
+    assert result.returncode == 0, result.stderr
+    assert "warning: the dynamo exporter failed" in result.stderr
+    assert "exported with torchscript instead" in result.stderr
+    meta = json.loads((workspace.out / "onnx" / "artifact.json").read_text())["meta"]
+    assert meta["exporter"] == "torchscript"
