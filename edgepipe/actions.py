@@ -26,7 +26,7 @@ def key_document(
     their bytes, so renaming a stage or moving a checkout keeps the cache valid while a re-export
     that produces identical bytes keeps everything downstream cached.
     """
-    by_content = {"input", "inputs", *spec.file_fields()}
+    by_content = {*spec.input_fields, *spec.file_fields(), *spec.dir_fields()}
     return {
         "key_version": KEY_VERSION,
         "stage_type": spec.type,
@@ -76,6 +76,10 @@ def _flatten(doc: Any, prefix: tuple = ()) -> dict[tuple, Any]:
 
 def _describe(path: tuple, old: Any, new: Any, input_ids: list[str]) -> str:
     section, rest = path[0], path[1:]
+    if section == "stage_type":
+        return f"stage type changed: {_fmt(old)} → {_fmt(new)}"
+    if section in ("files", "inputs") and not rest:  # a whole (empty) section appeared or went
+        return f"{section} changed"
     if section == "inputs":
         index = rest[0] if rest else 0
         name = input_ids[index] if isinstance(index, int) and index < len(input_ids) else index

@@ -10,7 +10,9 @@ import networkx as nx
 
 from edgepipe.errors import GraphError, RecipeIssue
 from edgepipe.recipe import Recipe, did_you_mean
-from edgepipe.stages.base import Stage, StageSpec, get_stage
+from edgepipe.stages.base import ArtifactKind, Stage, StageSpec, get_stage
+
+_TORCH = ArtifactKind.TORCH_MODEL
 
 
 class PipelineGraph:
@@ -24,6 +26,8 @@ class PipelineGraph:
             self.dag.add_node(stage_id)
         issues = self._add_edges()
         issues += self._find_cycle()
+        if not issues:
+            issues += self._resolve_references()
         if not issues:
             issues += self._check_kinds()
         if issues:
@@ -79,30 +83,60 @@ class PipelineGraph:
     def _edges_in_order(self) -> list[tuple[str, str]]:
         return [(up, sid) for sid in self.order() for up in self.spec(sid).input_ids()]
 
-    def _input_line(self, stage_id: str, index: int) -> int | None:
-        spec = self.spec(stage_id)
-        if "inputs" in type(spec).model_fields:
-            return self.recipe.line_of("stages", stage_id, "inputs", index)
-        return self.recipe.line_of("stages", stage_id, "input")
+    def _slot_line(self, stage_id: str, field: str, index: int | None) -> int | None:
+        path = ("stages", stage_id, field) if index is None else ("stages", stage_id, field, index)
+        return self.recipe.line_of(*path)
 
     def _add_edges(self) -> list[RecipeIssue]:
         issues = []
         for stage_id, spec in self.recipe.stages.items():
-            field = "inputs" if "inputs" in type(spec).model_fields else "input"
-            for index, upstream in enumerate(spec.input_ids()):
+            for field, index, upstream in spec.input_slots():
                 if upstream not in self.recipe.stages:
                     hint = did_you_mean(upstream, list(self.recipe.stages))
+                    line = self._slot_line(stage_id, field, index)
                     issues.append(
                         RecipeIssue(
-                            f"unknown input stage '{upstream}'{hint}",
-                            self._input_line(stage_id, index),
-                            stage_id,
-                            field,
+                            f"unknown input stage '{upstream}'{hint}", line, stage_id, field
                         )
                     )
                 else:
                     self.dag.add_edge(upstream, stage_id)
         return issues
+
+    def _resolve_references(self) -> list[RecipeIssue]:
+        """Fill an omitted ``reference`` with the nearest torch-model ancestor of ``input``."""
+        issues = []
+        for stage_id in self.order():
+            spec = self.spec(stage_id)
+            if "reference" not in spec.input_fields or spec.reference is not None:
+                continue
+            found = self._nearest_torch_model(spec.input)
+            if found is None:
+                msg = (
+                    "no torch model upstream of its input to compare against; "
+                    "set `reference:` to a load or reparameterize stage"
+                )
+                issues.append(
+                    RecipeIssue(msg, self.recipe.line_of("stages", stage_id), stage_id, "reference")
+                )
+                continue
+            self.recipe.stages[stage_id] = spec.model_copy(update={"reference": found})
+            self.dag.add_edge(found, stage_id)
+        return issues
+
+    def _nearest_torch_model(self, start: str) -> str | None:
+        frontier, seen = [start], set()
+        while frontier:  # breadth-first: the closest ancestor wins
+            candidates = []
+            for stage_id in frontier:
+                if stage_id in seen:
+                    continue
+                seen.add(stage_id)
+                if self.stage(stage_id).output_kind(self.spec(stage_id)) == _TORCH:
+                    return stage_id
+                candidates += self.spec(stage_id).input_ids()
+            frontier = candidates
+        return None
 
     def _find_cycle(self) -> list[RecipeIssue]:
         try:
@@ -124,18 +158,17 @@ class PipelineGraph:
         issues = []
         for stage_id in self.order():
             stage, spec = self.stage(stage_id), self.spec(stage_id)
-            for index, upstream in enumerate(spec.input_ids()):
+            for field, index, upstream in spec.input_slots():
                 produced = self.stage(upstream).output_kind(self.spec(upstream))
-                if stage.input_kinds and produced not in stage.input_kinds:
-                    wanted = " or ".join(k.value for k in stage.input_kinds)
+                accepted = stage.accepted_kinds(field)
+                if accepted and produced not in accepted:
+                    wanted = " or ".join(k.value for k in accepted)
                     msg = (
                         f"a '{spec.type}' stage takes {_a(wanted)} as input, but '{upstream}' "
                         f"produces {_a(produced.value)}"
                     )
-                    field = "inputs" if "inputs" in type(spec).model_fields else "input"
-                    issues.append(
-                        RecipeIssue(msg, self._input_line(stage_id, index), stage_id, field)
-                    )
+                    line = self._slot_line(stage_id, field, index)
+                    issues.append(RecipeIssue(msg, line, stage_id, field))
         return issues
 
 

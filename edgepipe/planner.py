@@ -4,11 +4,13 @@ from __future__ import annotations
 
 __all__ = ["Planner", "StagePlan"]
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from edgepipe.actions import explain, key_document
-from edgepipe.cache import ActionRecord, Cache, action_key
+from edgepipe.cache import ActionRecord, Cache, action_key, canonical_json
 from edgepipe.env import tool_versions
 from edgepipe.graph import PipelineGraph
 
@@ -45,12 +47,23 @@ class Planner:
         """Action key and key document of a stage whose inputs' output digests are known."""
         spec, stage = self.graph.spec(stage_id), self.graph.stage(stage_id)
         files = {
-            name: self.cache.file_digest(path)
+            name: self._content_digest(path)
             for name, path in stage.key_files(spec, self.graph.recipe.base_dir).items()
         }
         tools = tool_versions(stage.tools_for(spec))
         document = key_document(stage, spec, input_digests, files, tools)
         return action_key(document), document
+
+    def _content_digest(self, path: Path) -> str:
+        """A file's sha256, or for a folder the sha256 of its (relative path, digest) listing."""
+        if not path.is_dir():
+            return self.cache.file_digest(path)
+        listing = [
+            [file.relative_to(path).as_posix(), self.cache.file_digest(file)]
+            for file in sorted(path.rglob("*"))
+            if file.is_file() and not any(p.startswith(".") for p in file.relative_to(path).parts)
+        ]
+        return hashlib.sha256(canonical_json(listing)).hexdigest()
 
     def lookup(self, stage_id: str, known: dict[str, str]) -> StagePlan:
         """Plan one stage given the output digests ``known`` so far (stage id → digest)."""

@@ -260,16 +260,22 @@ def _dedupe(issues: list[RecipeIssue]) -> list[RecipeIssue]:
 def _check_files(recipe: Recipe) -> None:
     issues = []
     for stage_id, spec in recipe.stages.items():
-        for field_name, rel in spec.file_fields().items():
-            target = recipe.base_dir / rel
-            if target.is_dir():
-                msg = f"{rel} is a directory; a file is expected"
-            elif not target.is_file():
-                msg = f"file not found: {rel} (resolved to {target}); paths are relative to "
-                msg += "the recipe"
-            else:
-                continue
-            line = recipe.line_of("stages", stage_id, field_name)
-            issues.append(RecipeIssue(msg, line=line, stage_id=stage_id, field=field_name))
+        wanted = [(name, rel, "file") for name, rel in spec.file_fields().items()]
+        wanted += [(name, rel, "folder") for name, rel in spec.dir_fields().items()]
+        for field_name, rel, kind in wanted:
+            problem = _path_problem(recipe.base_dir / rel, rel, kind)
+            if problem:
+                line = recipe.line_of("stages", stage_id, field_name)
+                issues.append(RecipeIssue(problem, line, stage_id, field_name))
     if issues:
         raise RecipeError(recipe.path, issues)
+
+
+def _path_problem(target: Path, rel: Path, kind: str) -> str | None:
+    if not target.exists():
+        return f"{kind} not found: {rel} (resolved to {target}); paths are relative to the recipe"
+    if kind == "file" and target.is_dir():
+        return f"{rel} is a folder; a file is expected"
+    if kind == "folder" and not target.is_dir():
+        return f"{rel} is a file; a folder is expected"
+    return None

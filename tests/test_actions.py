@@ -80,3 +80,11 @@ def test_explain_reports_a_missing_tool():
     new = export_document()
     new["tools"] = {**TOOLS, "onnxscript": None}
     assert explain(old, new, ["model"]) == ["onnxscript 0.7.2 → not installed"]
+
+
+def test_explain_survives_a_stage_changing_type():
+    old = export_document()
+    new = {**old, "stage_type": "load", "files": {"path": "ef" * 32}, "inputs": []}
+    reasons = explain(old, new, [])
+    assert "stage type changed: 'export' → 'load'" in reasons
+    assert "file 'path' changed (different content)" in reasons

@@ -42,6 +42,7 @@ class ArtifactKind(StrEnum):
 
     TORCH_MODEL = "torch-model"
     ONNX_MODEL = "onnx-model"
+    REPORT = "report"
 
 
 class FieldError(ValueError):
@@ -57,35 +58,51 @@ class StageSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False)
 
+    input_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that name upstream stages (a stage id, or a list of them)."""
+
     type: str = Field(description="Stage type; selects which fields are allowed.")
+
+    def input_slots(self) -> list[tuple[str, int | None, str]]:
+        """(field, list index or None, upstream id) for every upstream reference, in order."""
+        slots = []
+        for name in self.input_fields:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                slots += [(name, index, item) for index, item in enumerate(value)]
+            elif value is not None:
+                slots.append((name, None, value))
+        return slots
 
     def input_ids(self) -> list[str]:
         """Upstream stage ids, in order; these are the DAG's edges."""
-        return []
+        return [upstream for _, _, upstream in self.input_slots()]
 
     def file_fields(self) -> dict[str, Path]:
         """Recipe-relative files this spec reads; their *content* goes into the cache key."""
+        return {}
+
+    def dir_fields(self) -> dict[str, Path]:
+        """Recipe-relative folders this spec reads; their content goes into the cache key."""
         return {}
 
 
 class SingleInputSpec(StageSpec):
     """A stage with exactly one upstream stage."""
 
-    input: str = Field(description="Id of the upstream stage whose artifact this stage consumes.")
+    input_fields = ("input",)
 
-    def input_ids(self) -> list[str]:
-        return [self.input]
+    input: str = Field(description="Id of the upstream stage whose artifact this stage consumes.")
 
 
 class MultiInputSpec(StageSpec):
     """A stage with one or more upstream stages."""
 
+    input_fields = ("inputs",)
+
     inputs: list[str] = Field(
         min_length=1, description="Ids of the upstream stages whose artifacts this stage consumes."
     )
-
-    def input_ids(self) -> list[str]:
-        return list(self.inputs)
 
 
 @dataclass(frozen=True)
@@ -135,12 +152,17 @@ class Stage(ABC):
     def output_kind(self, spec: StageSpec) -> ArtifactKind:
         return self.output
 
+    def accepted_kinds(self, field: str) -> tuple[ArtifactKind, ...]:
+        """Artifact kinds the upstream named by ``field`` may produce (empty: any)."""
+        return self.input_kinds
+
     def tools_for(self, spec: StageSpec) -> tuple[str, ...]:
         return self.tools
 
     def key_files(self, spec: StageSpec, recipe_dir: Path) -> dict[str, Path]:
-        """Files whose content goes into the cache key, by name."""
-        return {name: recipe_dir / rel for name, rel in spec.file_fields().items()}
+        """Files and folders whose content goes into the cache key, by name."""
+        paths = {**spec.file_fields(), **spec.dir_fields()}
+        return {name: recipe_dir / rel for name, rel in paths.items()}
 
     def preflight(self, spec: StageSpec, recipe_dir: Path) -> list[str]:
         """Problems that would make ``run`` fail, found before anything runs. Default: imports."""
@@ -156,7 +178,12 @@ class Stage(ABC):
         """Write the artifact into ``ctx.out_dir``; return its metadata (deterministic, JSON)."""
 
 
-_IMPORT_NAMES = {"onnxruntime-gpu": "onnxruntime", "scikit-image": "skimage", "pyyaml": "yaml"}
+_IMPORT_NAMES = {
+    "onnxruntime-gpu": "onnxruntime",
+    "scikit-image": "skimage",
+    "pyyaml": "yaml",
+    "pillow": "PIL",
+}
 
 
 def missing_modules(distributions: tuple[str, ...]) -> list[str]:

@@ -209,7 +209,17 @@ class LoadStage(Stage):
             "architecture": f"{type(module).__module__}.{type(module).__qualname__}",
             "parameters": params,
             "data_config": data_config_of(module, overrides),
+            "weights": _weights_origin(spec),
         }
+
+
+def _weights_origin(spec: LoadSpec) -> str:
+    """Where the weights came from; verification gates class agreement only for trained ones."""
+    if spec.weights is not None:
+        return "checkpoint"
+    if spec.pretrained:
+        return "pretrained"
+    return "random" if spec.source == "timm" else "unknown"
 
 
 def _copy_onnx(source: Path, out_dir: Path) -> dict[str, Any]:

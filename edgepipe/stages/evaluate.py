@@ -1,0 +1,152 @@
+"""``evaluate``: top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder
+(timm's ``onnx_validate.py`` job, inside the pipeline), gated on the accuracy drop."""
+
+from __future__ import annotations
+
+__all__ = ["EvaluateSpec", "EvaluateStage"]
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from edgepipe.errors import StageError
+from edgepipe.stages.base import ArtifactKind, Stage, StageContext, StageSpec, register_stage
+from edgepipe.stages.inference import TorchReference, open_candidate
+from edgepipe.stages.samples import find_images
+
+
+class EvaluateSpec(StageSpec):
+    """Accuracy on an ImageFolder-style directory: one sub-folder of images per class."""
+
+    input_fields: ClassVar[tuple[str, ...]] = ("input", "reference")
+
+    type: Literal["evaluate"] = Field(description="Stage type.")
+    input: str = Field(description="Id of the stage whose artifact is evaluated.")
+    reference: str | None = Field(
+        default=None,
+        description=(
+            "Id of the torch-model stage to compare with; "
+            "default: the nearest torch-model ancestor."
+        ),
+    )
+    dataset: Path = Field(
+        description=("Folder with one sub-folder per class (relative to the recipe).")
+    )
+    class_map: Path | None = Field(
+        default=None,
+        description=(
+            "Text file naming one class folder per line; line N is class index N. Default: sorted "
+            "folder names (torchvision ImageFolder order, which matches ImageNet's wnid folders)."
+        ),
+    )
+    max_images: int | None = Field(default=None, ge=1, description="Evaluate at most this many.")
+    max_top1_drop: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description=(
+            "Fail when the artifact's top-1 is this much (fraction) below the torch model's."
+        ),
+    )
+    min_top1: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=("Fail when the artifact's top-1 accuracy is below this fraction."),
+    )
+
+    def file_fields(self) -> dict[str, Path]:
+        return {"class_map": self.class_map} if self.class_map is not None else {}
+
+    def dir_fields(self) -> dict[str, Path]:
+        return {"dataset": self.dataset}
+
+
+@register_stage
+class EvaluateStage(Stage):
+    type = "evaluate"
+    spec_class = EvaluateSpec
+    version = 1
+    tools = ("torch", "timm", "onnxruntime", "numpy", "pillow")
+    input_kinds = (ArtifactKind.ONNX_MODEL,)
+    output = ArtifactKind.REPORT
+    summary = "Top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder."
+
+    def accepted_kinds(self, field: str) -> tuple[ArtifactKind, ...]:
+        return (ArtifactKind.TORCH_MODEL,) if field == "reference" else self.input_kinds
+
+    def run(self, spec: EvaluateSpec, ctx: StageContext) -> dict[str, Any]:
+        artifact, source = ctx.inputs
+        samples = _labelled_images(
+            ctx.resolve(spec.dataset), ctx.resolve(spec.class_map) if spec.class_map else None
+        )
+        samples = samples[: spec.max_images] if spec.max_images else samples
+        reference, candidate = TorchReference(source, ctx.recipe_dir), open_candidate(artifact)
+        hits = {"torch": [0, 0], "artifact": [0, 0]}
+        for path, label in samples:
+            ref_logits, cand_logits = _predict(reference, candidate, path)
+            for name, logits in (("torch", ref_logits), ("artifact", cand_logits)):
+                ranked = logits.argsort()[::-1]
+                hits[name][0] += int(ranked[0] == label)
+                hits[name][1] += int(label in ranked[:5])
+        count = len(samples)
+        result = {name: {"top1": h[0] / count, "top5": h[1] / count} for name, h in hits.items()}
+        result["images"] = count
+        result["top1_drop"] = result["torch"]["top1"] - result["artifact"]["top1"]
+        (ctx.out_dir / "evaluate.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        ctx.log.info(
+            "top-1 torch %.4f, artifact %.4f (%d images)",
+            result["torch"]["top1"],
+            result["artifact"]["top1"],
+            count,
+        )
+        _gate(result, spec)
+        return result
+
+
+def _labelled_images(root: Path, class_map: Path | None) -> list[tuple[Path, int]]:
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if class_map is not None:
+        names = [line.strip() for line in class_map.read_text().splitlines() if line.strip()]
+        unknown = sorted(set(folders) - set(names))
+        if unknown:
+            raise StageError(f"class folders missing from {class_map.name}: {unknown[:5]}")
+    else:
+        names = folders
+    if not folders:
+        raise StageError(f"{root} has no class sub-folders (expected <class>/<image> files)")
+    index = {name: i for i, name in enumerate(names)}
+    samples = [(path, index[f]) for f in folders for path in find_images(root / f)]
+    if not samples:
+        raise StageError(f"no images in the class folders under {root}")
+    return samples
+
+
+def _predict(reference: TorchReference, candidate, path: Path):
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        image = candidate.prepare_image(opened.convert("RGB"))
+    tensor = reference.transform(image)
+    ref = reference.forward(tensor)[0][0]
+    cand = candidate.forward(candidate.raw_input(image) if candidate.composed else tensor)[0][0]
+    return ref, cand
+
+
+def _gate(result: dict[str, Any], spec: EvaluateSpec) -> None:
+    problems = []
+    if result["top1_drop"] > spec.max_top1_drop:
+        problems.append(
+            f"top-1 dropped by {result['top1_drop']:.4f} (allowed {spec.max_top1_drop})"
+        )
+    if spec.min_top1 is not None and result["artifact"]["top1"] < spec.min_top1:
+        problems.append(f"top-1 {result['artifact']['top1']:.4f} < {spec.min_top1}")
+    if problems:
+        torch_acc, art_acc = result["torch"], result["artifact"]
+        raise StageError(
+            "accuracy gate failed: " + "; ".join(problems) + f" — torch top-1/5 "
+            f"{torch_acc['top1']:.4f}/{torch_acc['top5']:.4f}, artifact "
+            f"{art_acc['top1']:.4f}/{art_acc['top5']:.4f} on {result['images']} images"
+        )

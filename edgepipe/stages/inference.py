@@ -1,0 +1,105 @@
+"""Run the source torch model and a converted artifact on the same images.
+
+Used by verification stages (parity, evaluate). The reference applies timm's own eval transform
+(PIL) to each image; a *composed* artifact gets the raw image instead, since its graph does the
+preprocessing itself — that is exactly the claim being checked.
+"""
+
+from __future__ import annotations
+
+__all__ = ["OnnxCandidate", "TorchReference", "open_candidate"]
+
+from pathlib import Path
+from typing import Any
+
+from edgepipe.errors import StageError
+from edgepipe.stages.base import Artifact, ArtifactKind
+from edgepipe.stages.onnx_io import MODEL_FILE
+from edgepipe.stages.torch_model import rebuild
+
+_TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+class TorchReference:
+    """The source model in eval mode with its own timm preprocessing."""
+
+    def __init__(self, artifact: Artifact, recipe_dir: Path):
+        from timm.data import create_transform
+
+        self.module = rebuild(artifact.path, recipe_dir)
+        self.data_config = artifact.meta["data_config"]
+        config = {k: self.data_config[k] for k in _TRANSFORM_KEYS if k in self.data_config}
+        self._transform = create_transform(**config, is_training=False)
+        self.weights = artifact.meta.get("weights", "unknown")
+
+    def transform(self, image: Any) -> Any:
+        """[1, C, H, W] float32 array from a PIL image, as timm would feed the model."""
+        return self._transform(image).unsqueeze(0).numpy()
+
+    def forward(self, batch: Any) -> list[Any]:
+        import torch
+
+        with torch.no_grad():
+            outputs = self.module(torch.from_numpy(batch))
+        if isinstance(outputs, dict):
+            outputs = list(outputs.values())
+        if not isinstance(outputs, list | tuple):
+            outputs = [outputs]
+        return [o.float().numpy() for o in outputs]
+
+
+class OnnxCandidate:
+    """An ONNX artifact in ONNX Runtime (CPU execution provider)."""
+
+    def __init__(self, artifact: Artifact, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            str(artifact.path / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        )
+        self.input = self.session.get_inputs()[0]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.preprocessing = artifact.meta.get("preprocessing")
+        self.postprocess = artifact.meta.get("postprocess") or "none"
+        self.precision = artifact.meta.get("precision", "fp32")
+
+    @property
+    def composed(self) -> bool:
+        return self.preprocessing is not None
+
+    def prepare_image(self, image: Any) -> Any:
+        """A composed model with a fixed input size gets the photo resized to that size first;
+        the reference then sees the same resized photo, so only the graph's own work differs."""
+        pre = self.preprocessing or {}
+        if pre.get("height") and pre.get("width"):
+            from PIL import Image
+
+            return image.resize((pre["width"], pre["height"]), Image.Resampling.BICUBIC)
+        return image
+
+    def raw_input(self, image: Any) -> Any:
+        """The image as the composed graph's input: layout, dtype and channel order."""
+        import numpy as np
+
+        pre = self.preprocessing
+        array = np.asarray(image.convert("RGB"))
+        if pre.get("channels") == "BGR":
+            array = array[..., ::-1]
+        if pre.get("layout") == "NCHW":
+            array = array.transpose(2, 0, 1)
+        array = np.ascontiguousarray(array[None])
+        return array.astype(np.float32) if pre.get("dtype") == "float32" else array
+
+    def forward(self, batch: Any) -> list[Any]:
+        return self.session.run(None, {self.input.name: batch})
+
+
+def open_candidate(artifact: Artifact) -> OnnxCandidate:
+    """The runtime for an artifact kind (ONNX now; OpenVINO and TorchScript plug in here)."""
+    if artifact.kind == ArtifactKind.ONNX_MODEL:
+        return OnnxCandidate(artifact)
+    raise StageError(f"cannot run a {artifact.kind.value} artifact for verification")
