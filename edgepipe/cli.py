@@ -83,7 +83,7 @@ def run(
     selected = graph.select(only, until)
     _check_force(graph, force)
     target = out_dir or Path("build") / graph.recipe.name
-    with RunDisplay(err) as display:
+    with RunDisplay(err, id_width=max(map(len, selected), default=0) + 1) as display:
         runner = Runner(graph, _cache(cache), target, set(force or []), display)
         result = runner.run(selected)
     built = sum(r.outcome == "built" for r in result.stages)

@@ -28,8 +28,9 @@ def human_size(size: int) -> str:
 class RunDisplay:
     """Observer for :class:`~edgepipe.runner.Runner`: a spinner per stage, a line when done."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, id_width: int = 20):
         self.console = console
+        self.id_width = id_width
         self._status = None
 
     def __enter__(self) -> RunDisplay:
@@ -54,7 +55,7 @@ class RunDisplay:
         size = human_size(result.output_size) if result.output_size else ""
         seconds = f"{result.seconds:.1f} s" if result.outcome in ("built", "failed") else ""
         self.console.print(
-            f"[{style}]{result.outcome:>7}[/] {result.stage_id:<20} "
+            f"[{style}]{result.outcome:>7}[/] {result.stage_id:<{self.id_width}} "
             f"{result.stage_type:<12} {seconds:>8} {size:>9}"
         )
         for warning in result.warnings:
