@@ -42,6 +42,8 @@ class ArtifactKind(StrEnum):
 
     TORCH_MODEL = "torch-model"
     ONNX_MODEL = "onnx-model"
+    OPENVINO_IR = "openvino-ir"
+    TORCHSCRIPT = "torchscript"
     REPORT = "report"
 
 

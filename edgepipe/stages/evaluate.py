@@ -13,7 +13,7 @@ from pydantic import Field
 
 from edgepipe.errors import StageError
 from edgepipe.stages.base import ArtifactKind, Stage, StageContext, StageSpec, register_stage
-from edgepipe.stages.inference import TorchReference, open_candidate
+from edgepipe.stages.inference import TorchReference, candidate_kinds, open_candidate
 from edgepipe.stages.samples import find_images
 
 
@@ -75,7 +75,8 @@ class EvaluateStage(Stage):
     summary = "Top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder."
 
     def accepted_kinds(self, field: str) -> tuple[ArtifactKind, ...]:
-        return (ArtifactKind.TORCH_MODEL,) if field == "reference" else self.input_kinds
+        # any artifact a verification runtime is registered for (ONNX, OpenVINO IR, TorchScript)
+        return (ArtifactKind.TORCH_MODEL,) if field == "reference" else candidate_kinds()
 
     def run(self, spec: EvaluateSpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs

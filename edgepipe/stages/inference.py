@@ -7,7 +7,14 @@ preprocessing itself — that is exactly the claim being checked.
 
 from __future__ import annotations
 
-__all__ = ["OnnxCandidate", "TorchReference", "open_candidate"]
+__all__ = [
+    "Candidate",
+    "OnnxCandidate",
+    "TorchReference",
+    "candidate_kinds",
+    "open_candidate",
+    "register_candidate",
+]
 
 from pathlib import Path
 from typing import Any
@@ -48,21 +55,17 @@ class TorchReference:
         return [o.float().numpy() for o in outputs]
 
 
-class OnnxCandidate:
-    """An ONNX artifact in ONNX Runtime (CPU execution provider)."""
+class Candidate:
+    """A converted artifact to verify: runs a batch, and knows how to feed it an image.
 
-    def __init__(self, artifact: Artifact, threads: int | None = None):
-        import onnxruntime as ort
+    Subclasses (one per artifact kind, registered with :func:`register_candidate`) implement
+    ``forward`` and set ``output_names``; the image feeding lives here because every runtime
+    receives raw pixels the same way once preprocessing is baked into the graph.
+    """
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(artifact.path / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-        )
-        self.input = self.session.get_inputs()[0]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+    output_names: list[str]
+
+    def __init__(self, artifact: Artifact):
         self.preprocessing = artifact.meta.get("preprocessing")
         self.postprocess = artifact.meta.get("postprocess") or "none"
         self.precision = artifact.meta.get("precision", "fp32")
@@ -95,11 +98,50 @@ class OnnxCandidate:
         return array.astype(np.float32) if pre.get("dtype") == "float32" else array
 
     def forward(self, batch: Any) -> list[Any]:
+        raise NotImplementedError
+
+
+_CANDIDATES: dict[ArtifactKind, type[Candidate]] = {}
+
+
+def register_candidate(kind: ArtifactKind):
+    """Class decorator: the runtime that verification stages use for artifacts of ``kind``."""
+
+    def decorate(cls: type[Candidate]) -> type[Candidate]:
+        _CANDIDATES[kind] = cls
+        return cls
+
+    return decorate
+
+
+def candidate_kinds() -> tuple[ArtifactKind, ...]:
+    return tuple(_CANDIDATES)
+
+
+def open_candidate(artifact: Artifact) -> Candidate:
+    """The runtime for an artifact, by its kind."""
+    if artifact.kind not in _CANDIDATES:
+        raise StageError(f"cannot run a {artifact.kind.value} artifact for verification")
+    return _CANDIDATES[artifact.kind](artifact)
+
+
+@register_candidate(ArtifactKind.ONNX_MODEL)
+class OnnxCandidate(Candidate):
+    """An ONNX artifact in ONNX Runtime (CPU execution provider)."""
+
+    def __init__(self, artifact: Artifact, threads: int | None = None):
+        import onnxruntime as ort
+
+        super().__init__(artifact)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            str(artifact.path / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        )
+        self.input = self.session.get_inputs()[0]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def forward(self, batch: Any) -> list[Any]:
         return self.session.run(None, {self.input.name: batch})
-
-
-def open_candidate(artifact: Artifact) -> OnnxCandidate:
-    """The runtime for an artifact kind (ONNX now; OpenVINO and TorchScript plug in here)."""
-    if artifact.kind == ArtifactKind.ONNX_MODEL:
-        return OnnxCandidate(artifact)
-    raise StageError(f"cannot run a {artifact.kind.value} artifact for verification")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgepipe.errors import StageError
 from edgepipe.stages.base import ArtifactKind, Stage, StageContext, StageSpec, register_stage
-from edgepipe.stages.inference import TorchReference, open_candidate
+from edgepipe.stages.inference import TorchReference, candidate_kinds, open_candidate
 from edgepipe.stages.metrics import agreement, softmax
 from edgepipe.stages.samples import load_images
 
@@ -125,7 +125,8 @@ class ParityStage(Stage):
         return self.tools if spec.images else (*self.tools, "scikit-image")
 
     def accepted_kinds(self, field: str) -> tuple[ArtifactKind, ...]:
-        return (ArtifactKind.TORCH_MODEL,) if field == "reference" else self.input_kinds
+        # any artifact a verification runtime is registered for (ONNX, OpenVINO IR, TorchScript)
+        return (ArtifactKind.TORCH_MODEL,) if field == "reference" else candidate_kinds()
 
     def run(self, spec: ParitySpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs
