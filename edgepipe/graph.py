@@ -160,7 +160,7 @@ class PipelineGraph:
             stage, spec = self.stage(stage_id), self.spec(stage_id)
             for field, index, upstream in spec.input_slots():
                 produced = self.stage(upstream).output_kind(self.spec(upstream))
-                accepted = stage.accepted_kinds(field)
+                accepted = stage.accepted_kinds(field, spec)
                 if accepted and produced not in accepted:
                     wanted = " or ".join(k.value for k in accepted)
                     msg = (

@@ -154,7 +154,7 @@ class Stage(ABC):
     def output_kind(self, spec: StageSpec) -> ArtifactKind:
         return self.output
 
-    def accepted_kinds(self, field: str) -> tuple[ArtifactKind, ...]:
+    def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
         """Artifact kinds the upstream named by ``field`` may produce (empty: any)."""
         return self.input_kinds
 

@@ -74,7 +74,7 @@ class EvaluateStage(Stage):
     output = ArtifactKind.REPORT
     summary = "Top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder."
 
-    def accepted_kinds(self, field: str) -> tuple[ArtifactKind, ...]:
+    def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
         # any artifact a verification runtime is registered for (ONNX, OpenVINO IR, TorchScript)
         return (ArtifactKind.TORCH_MODEL,) if field == "reference" else candidate_kinds()
 

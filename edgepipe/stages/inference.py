@@ -22,6 +22,7 @@ from typing import Any
 from edgepipe.errors import StageError
 from edgepipe.stages.base import Artifact, ArtifactKind
 from edgepipe.stages.onnx_io import MODEL_FILE
+from edgepipe.stages.samples import fit_fixed_size, raw_pixels
 from edgepipe.stages.torch_model import rebuild
 
 _TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
@@ -77,25 +78,11 @@ class Candidate:
     def prepare_image(self, image: Any) -> Any:
         """A composed model with a fixed input size gets the photo resized to that size first;
         the reference then sees the same resized photo, so only the graph's own work differs."""
-        pre = self.preprocessing or {}
-        if pre.get("height") and pre.get("width"):
-            from PIL import Image
-
-            return image.resize((pre["width"], pre["height"]), Image.Resampling.BICUBIC)
-        return image
+        return fit_fixed_size(image, self.preprocessing)
 
     def raw_input(self, image: Any) -> Any:
         """The image as the composed graph's input: layout, dtype and channel order."""
-        import numpy as np
-
-        pre = self.preprocessing
-        array = np.asarray(image.convert("RGB"))
-        if pre.get("channels") == "BGR":
-            array = array[..., ::-1]
-        if pre.get("layout") == "NCHW":
-            array = array.transpose(2, 0, 1)
-        array = np.ascontiguousarray(array[None])
-        return array.astype(np.float32) if pre.get("dtype") == "float32" else array
+        return raw_pixels(image, self.preprocessing)
 
     def forward(self, batch: Any) -> list[Any]:
         raise NotImplementedError

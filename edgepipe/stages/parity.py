@@ -124,7 +124,7 @@ class ParityStage(Stage):
         # the default photos come from scikit-image; a recipe's own folder does not need it
         return self.tools if spec.images else (*self.tools, "scikit-image")
 
-    def accepted_kinds(self, field: str) -> tuple[ArtifactKind, ...]:
+    def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
         # any artifact a verification runtime is registered for (ONNX, OpenVINO IR, TorchScript)
         return (ArtifactKind.TORCH_MODEL,) if field == "reference" else candidate_kinds()
 

@@ -6,7 +6,14 @@ what a preprocessing check needs; they are read from the installed package, neve
 
 from __future__ import annotations
 
-__all__ = ["IMAGE_SUFFIXES", "SKIMAGE_PHOTOS", "find_images", "load_images"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SKIMAGE_PHOTOS",
+    "find_images",
+    "fit_fixed_size",
+    "load_images",
+    "raw_pixels",
+]
 
 from pathlib import Path
 from typing import Any
@@ -67,3 +74,26 @@ def _skimage_photos(limit: int) -> list[tuple[str, Any]]:
         (name, Image.fromarray(getattr(skimage.data, name)()).convert("RGB"))
         for name in SKIMAGE_PHOTOS[:limit]
     ]
+
+
+def fit_fixed_size(image: Any, preprocessing: dict[str, Any] | None) -> Any:
+    """Resize a photo to a composed graph's fixed input size (no-op for dynamic sizes)."""
+    pre = preprocessing or {}
+    if pre.get("height") and pre.get("width"):
+        from PIL import Image
+
+        return image.resize((pre["width"], pre["height"]), Image.Resampling.BICUBIC)
+    return image
+
+
+def raw_pixels(image: Any, preprocessing: dict[str, Any]) -> Any:
+    """A [1, ...] array of raw pixels in a composed graph's layout, dtype and channel order."""
+    import numpy as np
+
+    array = np.asarray(image.convert("RGB"))
+    if preprocessing.get("channels") == "BGR":
+        array = array[..., ::-1]
+    if preprocessing.get("layout") == "NCHW":
+        array = array.transpose(2, 0, 1)
+    array = np.ascontiguousarray(array[None])
+    return array.astype(np.float32) if preprocessing.get("dtype") == "float32" else array
