@@ -1,0 +1,173 @@
+"""``quantize``: INT8 (ONNX Runtime static/dynamic, OpenVINO NNCF) and FP16 conversion.
+
+Defaults steer to the fast path measured in MEASUREMENTS.md: static QDQ, per-channel, only
+Conv/MatMul/Gemm (quantizing Add/LayerNorm/Softmax wrecks ViTs), and dynamic mode limited to
+MatMul/Gemm because dynamic Conv becomes ConvInteger, ~3x slower than fp32.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NncfOptions", "OrtOptions", "QuantizeSpec", "QuantizeStage"]
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgepipe.stages.base import (
+    ArtifactKind,
+    FieldError,
+    SingleInputSpec,
+    Stage,
+    StageContext,
+    StageSpec,
+    register_stage,
+)
+from edgepipe.stages.calibration import CalibrationSpec, calibration_problems
+
+
+class OrtOptions(BaseModel):
+    """ONNX Runtime quantization settings (backend: onnxruntime)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["QDQ", "QOperator"] = Field(
+        default="QDQ",
+        description=("QDQ (portable, what TensorRT/OpenVINO read) or QOperator (QLinearConv…)."),
+    )
+    per_channel: bool = Field(default=True, description="Per-channel weight scales.")
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = Field(
+        default="minmax", description="How activation ranges are chosen from calibration data."
+    )
+    activation_type: Literal["uint8", "int8"] = Field(
+        default="uint8",
+        description=(
+            "Activation type; uint8 activations + int8 weights is the fast x86 (VNNI) combination."
+        ),
+    )
+    weight_type: Literal["int8", "uint8"] = Field(default="int8", description="Weight type.")
+    op_types: list[str] | None = Field(
+        default=None,
+        description=(
+            "Operator types to quantize. Default: Conv, MatMul, Gemm (static); MatMul, Gemm "
+            "(dynamic)."
+        ),
+    )
+    exclude_nodes: list[str] = Field(default_factory=list, description="Node names to keep float.")
+    pre_process: bool = Field(
+        default=True,
+        description=("Run ORT's quant_pre_process (shape inference + graph optimisation) first."),
+    )
+    reduce_range: bool = Field(default=False, description="7-bit weights, for CPUs without VNNI.")
+
+
+class NncfOptions(BaseModel):
+    """NNCF post-training quantization settings (backend: openvino)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["performance", "mixed"] = Field(
+        default="performance",
+        description=(
+            "performance: symmetric activations; mixed: asymmetric activations (better for "
+            "non-ReLU models)."
+        ),
+    )
+    model_type: Literal["auto", "transformer", "cnn"] = Field(
+        default="auto",
+        description=(
+            "transformer keeps attention-sensitive ops in float; auto detects Softmax+MatMul."
+        ),
+    )
+    subset_size: int = Field(
+        default=300,
+        ge=1,
+        description=("Calibration samples NNCF uses (at most calibration.count)."),
+    )
+    fast_bias_correction: bool = Field(default=True, description="Faster bias correction.")
+    ignored_names: list[str] = Field(default_factory=list, description="Nodes to keep float.")
+    ignored_types: list[str] = Field(default_factory=list, description="Op types to keep float.")
+    ignored_patterns: list[str] = Field(
+        default_factory=list, description=("Regexes of node names to keep float.")
+    )
+
+
+class QuantizeSpec(SingleInputSpec):
+    """Quantize or down-cast a model."""
+
+    type: Literal["quantize"] = Field(description="Stage type.")
+    backend: Literal["onnxruntime", "openvino"] = Field(
+        default="onnxruntime",
+        description=("onnxruntime takes an ONNX model; openvino (NNCF) takes an OpenVINO IR."),
+    )
+    mode: Literal["static", "dynamic", "fp16"] = Field(
+        default="static",
+        description=(
+            "static: INT8 with calibration (recommended); dynamic: INT8 weights, activations "
+            "at run time (onnxruntime; slow on conv nets); fp16: float16 weights and ops "
+            "(onnxruntime)."
+        ),
+    )
+    calibration: CalibrationSpec = Field(
+        default_factory=CalibrationSpec, description=("Calibration data for static mode.")
+    )
+    onnxruntime: OrtOptions = Field(
+        default_factory=OrtOptions, description=("Settings for backend: onnxruntime.")
+    )
+    openvino: NncfOptions = Field(
+        default_factory=NncfOptions, description=("Settings for backend: openvino.")
+    )
+    keep_io_types: bool = Field(
+        default=True,
+        description=("fp16: keep float32 inputs and outputs so callers need not change."),
+    )
+
+    @model_validator(mode="after")
+    def _mode_fits_backend(self) -> QuantizeSpec:
+        if self.backend == "openvino" and self.mode != "static":
+            raise FieldError(
+                "mode",
+                "NNCF does static INT8 only; for fp16 weights use "
+                "convert-openvino with compress_to_fp16: true",
+            )
+        return self
+
+    def dir_fields(self) -> dict[str, Path]:
+        images = self.calibration.images
+        return {"calibration_images": images} if images and self.mode == "static" else {}
+
+
+@register_stage
+class QuantizeStage(Stage):
+    type = "quantize"
+    spec_class = QuantizeSpec
+    version = 1
+    input_kinds = (ArtifactKind.ONNX_MODEL, ArtifactKind.OPENVINO_IR)
+    summary = "INT8 quantization (ORT static/dynamic, OpenVINO NNCF) or FP16 conversion."
+
+    def output_kind(self, spec: QuantizeSpec) -> ArtifactKind:
+        return ArtifactKind.OPENVINO_IR if spec.backend == "openvino" else ArtifactKind.ONNX_MODEL
+
+    def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
+        return (self.output_kind(spec),) if spec is not None else self.input_kinds
+
+    def tools_for(self, spec: QuantizeSpec) -> tuple[str, ...]:
+        common = ("numpy", "timm", "torch", "pillow") if spec.mode == "static" else ("numpy",)
+        backend = ("openvino", "nncf") if spec.backend == "openvino" else ("onnx", "onnxruntime")
+        images = ("scikit-image",) if spec.mode == "static" and not spec.calibration.images else ()
+        return (*backend, *common, *images)
+
+    def preflight(self, spec: QuantizeSpec, recipe_dir: Path) -> list[str]:
+        problems = super().preflight(spec, recipe_dir)
+        if spec.mode == "static":
+            problems += calibration_problems(spec.calibration, recipe_dir)
+        return problems
+
+    def run(self, spec: QuantizeSpec, ctx: StageContext) -> dict[str, Any]:
+        if spec.backend == "openvino":
+            from edgepipe.stages._nncf import quantize_ir
+
+            return quantize_ir(spec, ctx)
+        from edgepipe.stages._ort_quantize import quantize_onnx
+
+        return quantize_onnx(spec, ctx)
