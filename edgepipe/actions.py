@@ -19,6 +19,7 @@ def key_document(
     input_digests: list[str],
     file_digests: dict[str, str],
     tools: dict[str, str | None],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The document whose sha256 is the action key.
 
@@ -27,7 +28,7 @@ def key_document(
     that produces identical bytes keeps everything downstream cached.
     """
     by_content = {*spec.input_fields, *spec.file_fields(), *spec.dir_fields()}
-    return {
+    document = {
         "key_version": KEY_VERSION,
         "stage_type": spec.type,
         "implementation_version": stage.version,
@@ -36,6 +37,9 @@ def key_document(
         "files": dict(file_digests),
         "tools": dict(tools),
     }
+    if extra:  # only stages that declare extra facts carry the field: other keys stay put
+        document["extra"] = extra
+    return document
 
 
 def explain(
@@ -54,7 +58,15 @@ def explain(
 
 
 _ABSENT = object()
-_SECTION_ORDER = ("spec", "inputs", "files", "tools", "implementation_version", "stage_type")
+_SECTION_ORDER = (
+    "spec",
+    "inputs",
+    "files",
+    "tools",
+    "extra",
+    "implementation_version",
+    "stage_type",
+)
 
 
 def _order(path: tuple) -> tuple:

@@ -133,6 +133,14 @@ def plan(
 
 
 @app.command()
+def report(recipe: RecipeArg, cache: CacheOpt = None) -> None:
+    """Print the latest parity, evaluate and benchmark results as Markdown (from the cache)."""
+    from edgepipe.report import recipe_report
+
+    print(recipe_report(_load(recipe), _cache(cache)), end="")
+
+
+@app.command()
 def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files.")]) -> None:
     """Check recipes (fields, references, cycles, artifact kinds) without running anything."""
     for recipe in recipes:

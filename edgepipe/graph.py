@@ -110,7 +110,7 @@ class PipelineGraph:
             spec = self.spec(stage_id)
             if "reference" not in spec.input_fields or spec.reference is not None:
                 continue
-            found = self._nearest_torch_model(spec.input)
+            found = self._nearest_torch_model(spec.input_ids()[0])
             if found is None:
                 msg = (
                     "no torch model upstream of its input to compare against; "

@@ -51,7 +51,7 @@ class Planner:
             for name, path in stage.key_files(spec, self.graph.recipe.base_dir).items()
         }
         tools = tool_versions(stage.tools_for(spec))
-        document = key_document(stage, spec, input_digests, files, tools)
+        document = key_document(stage, spec, input_digests, files, tools, stage.key_extra(spec))
         return action_key(document), document
 
     def _content_digest(self, path: Path) -> str:

@@ -172,7 +172,10 @@ class Runner:
         lines: list[str] = []
         started = time.perf_counter()
         try:
-            inputs = [Artifact.read(self.out_dir / up, up) for up in spec.input_ids()]
+            inputs = [
+                Artifact.read(self.out_dir / up, up, digest)
+                for up, digest in zip(spec.input_ids(), plan.key_document["inputs"], strict=True)
+            ]
             ctx = StageContext(
                 plan.stage_id,
                 self.graph.recipe.base_dir,

@@ -115,11 +115,13 @@ class Artifact:
     path: Path
     meta: dict[str, Any]
     stage_id: str
+    digest: str = ""
+    """Content digest of the artifact: how reports refer to it without naming stage ids."""
 
     @classmethod
-    def read(cls, path: Path, stage_id: str) -> Artifact:
+    def read(cls, path: Path, stage_id: str, digest: str = "") -> Artifact:
         doc = json.loads((path / ARTIFACT_FILE).read_text())
-        return cls(ArtifactKind(doc["kind"]), path, doc["meta"], stage_id)
+        return cls(ArtifactKind(doc["kind"]), path, doc["meta"], stage_id, digest)
 
 
 @dataclass
@@ -160,6 +162,10 @@ class Stage(ABC):
 
     def tools_for(self, spec: StageSpec) -> tuple[str, ...]:
         return self.tools
+
+    def key_extra(self, spec: StageSpec) -> dict[str, Any]:
+        """More facts that change the result (e.g. the machine for a benchmark); default none."""
+        return {}
 
     def key_files(self, spec: StageSpec, recipe_dir: Path) -> dict[str, Path]:
         """Files and folders whose content goes into the cache key, by name."""

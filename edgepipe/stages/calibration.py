@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgepipe.errors import StageError
+from edgepipe.stages.inference import timm_eval_transform
 from edgepipe.stages.samples import (
     IMAGE_SUFFIXES,
     find_images,
@@ -105,14 +106,7 @@ def _as_input(image: Any, meta: dict[str, Any]) -> Any:
     pre = meta.get("preprocessing")
     if pre:  # a composed model takes raw pixels in its own layout
         return raw_pixels(fit_fixed_size(image, pre), pre)
-    return _transform(meta["data_config"])(image).unsqueeze(0).numpy()
-
-
-def _transform(data_config: dict[str, Any]):
-    from timm.data import create_transform
-
-    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-    return create_transform(**{k: data_config[k] for k in keys if k in data_config})
+    return timm_eval_transform(meta["data_config"])(image).unsqueeze(0).numpy()
 
 
 def _random_input(meta: dict[str, Any], rng) -> Any:

@@ -14,6 +14,7 @@ __all__ = [
     "candidate_kinds",
     "open_candidate",
     "register_candidate",
+    "timm_eval_transform",
 ]
 
 from pathlib import Path
@@ -28,16 +29,21 @@ from edgepipe.stages.torch_model import rebuild
 _TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
+def timm_eval_transform(data_config: dict[str, Any]):
+    """timm's own eval preprocessing (PIL image → normalised tensor) for a data config."""
+    from timm.data import create_transform
+
+    config = {k: data_config[k] for k in _TRANSFORM_KEYS if k in data_config}
+    return create_transform(**config, is_training=False)
+
+
 class TorchReference:
     """The source model in eval mode with its own timm preprocessing."""
 
     def __init__(self, artifact: Artifact, recipe_dir: Path):
-        from timm.data import create_transform
-
         self.module = rebuild(artifact.path, recipe_dir)
         self.data_config = artifact.meta["data_config"]
-        config = {k: self.data_config[k] for k in _TRANSFORM_KEYS if k in self.data_config}
-        self._transform = create_transform(**config, is_training=False)
+        self._transform = timm_eval_transform(self.data_config)
         self.weights = artifact.meta.get("weights", "unknown")
 
     def transform(self, image: Any) -> Any:

@@ -1,0 +1,143 @@
+"""The benchmark stage's work: open each artifact in its runtime, time it, build the report."""
+
+from __future__ import annotations
+
+__all__ = ["default_threads", "measure_all"]
+
+import gc
+import os
+from typing import Any
+
+from edgepipe.env import machine_fingerprint, tool_versions
+from edgepipe.stages._bench_runtimes import open_target, prepare_batches, time_preprocessing
+from edgepipe.stages._timing import measure
+from edgepipe.stages.base import ARTIFACT_FILE, Artifact, ArtifactKind, StageContext
+from edgepipe.stages.samples import load_images
+
+_TOOLS = ("torch", "timm", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "pillow")
+
+
+def default_threads() -> int:
+    """Cores this process may use (respects CPU affinity / container limits)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def measure_all(
+    spec,
+    ctx: StageContext,
+    artifacts: list[Artifact],
+    reference: Artifact,
+    verdicts: dict[str, str],
+) -> dict[str, Any]:
+    """Time every artifact at every batch size; rows carry speedup vs the torch eager row."""
+    threads = spec.threads or default_threads()
+    folder = ctx.resolve(spec.images) if spec.images else None
+    images = [image for _, image in load_images(folder, 8)]
+    data_config = reference.meta["data_config"]
+    preprocess_ms = time_preprocessing(images, data_config)
+    rows = []
+    for artifact in artifacts:
+        target = open_target(artifact, spec, ctx.recipe_dir, threads)
+        for batch_size in spec.batch_sizes:
+            rows.append(
+                _row(
+                    spec,
+                    ctx,
+                    artifact,
+                    target,
+                    images,
+                    data_config,
+                    batch_size,
+                    preprocess_ms,
+                    verdicts,
+                )
+            )
+        del target
+        gc.collect()  # one model in memory at a time
+    _add_speedups(rows, reference)
+    return {
+        "recipe": ctx.stage_id,
+        "environment": {**machine_fingerprint(), "tools": tool_versions(_TOOLS)},
+        "method": {
+            "threads": threads,
+            "warmup_seconds": spec.warmup_seconds,
+            "window_seconds": spec.window_seconds,
+            "stability": spec.stability,
+            "max_seconds": spec.max_seconds,
+            "images": len(images),
+            "openvino": spec.openvino.model_dump(),
+            "onnxruntime_providers": list(spec.onnxruntime_providers),
+        },
+        "preprocess_ms": preprocess_ms,
+        "rows": rows,
+    }
+
+
+def _row(
+    spec,
+    ctx: StageContext,
+    artifact: Artifact,
+    target,
+    images,
+    data_config,
+    batch_size: int,
+    preprocess_ms: float,
+    verdicts: dict[str, str],
+) -> dict[str, Any]:
+    batches = prepare_batches(target, images, data_config, batch_size)
+    result = measure(
+        target.run,
+        batches,
+        batch_size,
+        warmup_seconds=spec.warmup_seconds,
+        window_seconds=spec.window_seconds,
+        stability=spec.stability,
+        max_seconds=spec.max_seconds,
+    )
+    summary = result.summary()
+    host = 0.0 if target.composed else preprocess_ms * batch_size
+    ctx.log.info(
+        "%s (%s, batch %d): p50 %.2f ms, %d iterations%s",
+        artifact.stage_id,
+        target.runtime,
+        batch_size,
+        summary["p50_ms"],
+        summary["iterations"],
+        "" if result.stable else ", NOT stable",
+    )
+    parity = (
+        "reference" if artifact.kind == ArtifactKind.TORCH_MODEL else verdicts.get(artifact.digest)
+    )
+    return {
+        "label": artifact.stage_id,
+        "kind": artifact.kind.value,
+        "runtime": target.runtime,
+        "precision": target.precision,
+        "exec_precision": target.exec_precision,
+        "size_bytes": _model_bytes(artifact),
+        "composed": target.composed,
+        **summary,
+        "e2e_p50_ms": summary["p50_ms"] + host,
+        "parity": parity,
+    }
+
+
+def _add_speedups(rows: list[dict[str, Any]], reference: Artifact) -> None:
+    baseline = {
+        r["batch_size"]: r["e2e_p50_ms"]
+        for r in rows
+        if r["label"] == reference.stage_id and r["kind"] == "torch-model"
+    }
+    for row in rows:
+        base = baseline.get(row["batch_size"])
+        row["speedup"] = base / row["e2e_p50_ms"] if base else None
+
+
+def _model_bytes(artifact: Artifact) -> int:
+    return sum(
+        p.stat().st_size
+        for p in artifact.path.rglob("*")
+        if p.is_file() and p.name != ARTIFACT_FILE
+    )

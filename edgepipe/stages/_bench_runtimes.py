@@ -1,0 +1,165 @@
+"""Benchmark targets: each artifact kind in its runtime, with pinned threads and real inputs."""
+
+from __future__ import annotations
+
+__all__ = ["BenchTarget", "open_target", "prepare_batches", "time_preprocessing"]
+
+import time
+from pathlib import Path
+from typing import Any
+
+from edgepipe.errors import StageError
+from edgepipe.stages.base import Artifact, ArtifactKind
+from edgepipe.stages.inference import timm_eval_transform
+from edgepipe.stages.samples import raw_pixels
+
+# Composed models take camera-sized frames; one size for all keeps batches stackable.
+FRAME_SIZE = (640, 480)
+
+
+class BenchTarget:
+    """One artifact ready to time: ``run(batch)`` is the timed call."""
+
+    runtime = "?"
+
+    def __init__(self, artifact: Artifact, threads: int):
+        self.artifact = artifact
+        self.threads = threads
+        self.precision = artifact.meta.get("precision", "fp32")
+        self.exec_precision = self.precision
+        self.composed = artifact.meta.get("preprocessing") is not None
+
+    def run(self, batch: Any) -> Any:
+        raise NotImplementedError
+
+
+class _TorchEager(BenchTarget):
+    runtime = "torch eager"
+
+    def __init__(self, artifact: Artifact, threads: int, recipe_dir: Path):
+        import torch
+
+        from edgepipe.stages.torch_model import rebuild
+
+        super().__init__(artifact, threads)
+        torch.set_num_threads(threads)
+        self.module = rebuild(artifact.path, recipe_dir)
+        self._torch = torch
+
+    def run(self, batch: Any) -> Any:
+        with self._torch.inference_mode():
+            return self.module(self._torch.from_numpy(batch))
+
+
+class _OnnxRuntime(BenchTarget):
+    runtime = "onnxruntime"
+
+    def __init__(self, artifact: Artifact, threads: int, providers: list[str]):
+        import onnxruntime as ort
+
+        super().__init__(artifact, threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise StageError(
+                f"ONNX Runtime here lacks {', '.join(missing)} "
+                f"(available: {', '.join(ort.get_available_providers())})"
+            )
+        self.session = ort.InferenceSession(
+            str(artifact.path / "model.onnx"), options, providers=providers
+        )
+        self.runtime = f"onnxruntime {providers[0].removesuffix('ExecutionProvider')}"
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, batch: Any) -> Any:
+        return self.session.run(None, {self.input_name: batch})
+
+
+class _OpenVino(BenchTarget):
+    runtime = "openvino"
+
+    def __init__(self, artifact: Artifact, threads: int, options):
+        import openvino as ov
+
+        super().__init__(artifact, threads)
+        config = {"PERFORMANCE_HINT": options.hint.upper(), "INFERENCE_NUM_THREADS": threads}
+        if options.precision != "default":
+            config["INFERENCE_PRECISION_HINT"] = options.precision
+        core = ov.Core()
+        self.compiled = core.compile_model(str(artifact.path / "model.xml"), options.device, config)
+        # MEASUREMENTS #4: on AMX CPUs the default runs bf16; the report must say what ran
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.exec_precision = getattr(hint, "get_type_name", lambda: str(hint))()
+        self.request = self.compiled.create_infer_request()
+        self.runtime = f"openvino {options.device} {options.hint}"
+
+    def run(self, batch: Any) -> Any:
+        return self.request.infer({0: batch})
+
+
+class _TorchScript(BenchTarget):
+    runtime = "torchscript"
+
+    def __init__(self, artifact: Artifact, threads: int):
+        import torch
+
+        super().__init__(artifact, threads)
+        torch.set_num_threads(threads)
+        path = artifact.path / artifact.meta.get("model_file", "model.pt")
+        if path.suffix == ".ptl":
+            from torch.jit.mobile import _load_for_lite_interpreter
+
+            self.module = _load_for_lite_interpreter(str(path))
+        else:
+            self.module = torch.jit.load(str(path)).eval()
+        self._torch = torch
+
+    def run(self, batch: Any) -> Any:
+        with self._torch.inference_mode():
+            return self.module(self._torch.from_numpy(batch))
+
+
+def open_target(artifact: Artifact, spec, recipe_dir: Path, threads: int) -> BenchTarget:
+    """The runtime for one artifact, configured from the benchmark spec."""
+    kind = artifact.kind
+    if kind == ArtifactKind.TORCH_MODEL:
+        return _TorchEager(artifact, threads, recipe_dir)
+    if kind == ArtifactKind.ONNX_MODEL:
+        return _OnnxRuntime(artifact, threads, list(spec.onnxruntime_providers))
+    if kind == ArtifactKind.OPENVINO_IR:
+        return _OpenVino(artifact, threads, spec.openvino)
+    if kind == ArtifactKind.TORCHSCRIPT:
+        return _TorchScript(artifact, threads)
+    raise StageError(f"cannot benchmark a {kind.value} artifact")
+
+
+def prepare_batches(
+    target: BenchTarget, images: list[Any], data_config: dict[str, Any], batch_size: int
+) -> list[Any]:
+    """Real photos as this target's input: raw frames for composed graphs, else timm's tensors."""
+    import numpy as np
+
+    if target.composed:
+        pre = target.artifact.meta["preprocessing"]
+        size = (pre["width"], pre["height"]) if pre.get("height") else FRAME_SIZE
+        singles = [raw_pixels(image.resize(size), pre) for image in images]
+    else:
+        transform = timm_eval_transform(data_config)
+        singles = [transform(image).unsqueeze(0).numpy() for image in images]
+    count = max(1, len(singles) // batch_size) * batch_size
+    cycled = [singles[i % len(singles)] for i in range(max(count, batch_size))]
+    return [np.concatenate(cycled[i : i + batch_size]) for i in range(0, len(cycled), batch_size)]
+
+
+def time_preprocessing(images: list[Any], data_config: dict[str, Any], rounds: int = 5) -> float:
+    """Mean milliseconds of timm's host preprocessing (PIL) per image from a camera frame."""
+    transform = timm_eval_transform(data_config)
+    frames = [image.resize(FRAME_SIZE) for image in images]
+    started = time.perf_counter()
+    for _ in range(rounds):
+        for frame in frames:
+            transform(frame)
+    return (time.perf_counter() - started) * 1000.0 / (rounds * len(frames))

@@ -1,0 +1,166 @@
+"""``benchmark``: time every artifact on real images against torch eager, with stable windows,
+pinned threads and the environment recorded; write JSON, Markdown and a plot."""
+
+from __future__ import annotations
+
+__all__ = ["BenchmarkSpec", "BenchmarkStage", "OpenVinoSettings"]
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgepipe.errors import StageError
+from edgepipe.stages.base import (
+    ArtifactKind,
+    MultiInputSpec,
+    Stage,
+    StageContext,
+    StageSpec,
+    register_stage,
+)
+
+_RUNNABLE = (
+    ArtifactKind.TORCH_MODEL,
+    ArtifactKind.ONNX_MODEL,
+    ArtifactKind.OPENVINO_IR,
+    ArtifactKind.TORCHSCRIPT,
+)
+
+
+class OpenVinoSettings(BaseModel):
+    """How OpenVINO artifacts are run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field(default="CPU", description="OpenVINO device: CPU, GPU, AUTO…")
+    hint: Literal["latency", "throughput"] = Field(
+        default="latency", description=("PERFORMANCE_HINT.")
+    )
+    precision: Literal["default", "f32", "bf16", "f16"] = Field(
+        default="default",
+        description=(
+            "INFERENCE_PRECISION_HINT; default lets OpenVINO choose (bf16 on AMX CPUs). The report "
+            "records what ran."
+        ),
+    )
+
+
+class BenchmarkSpec(MultiInputSpec):
+    """Time artifacts; parity stages among `inputs` add their verdict to the table."""
+
+    input_fields: ClassVar[tuple[str, ...]] = ("inputs", "reference")
+
+    type: Literal["benchmark"] = Field(description="Stage type.")
+    reference: str | None = Field(
+        default=None,
+        description=(
+            "torch-model stage timed in eager mode as the baseline; default: the nearest "
+            "torch-model ancestor of the first input."
+        ),
+    )
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [1], min_length=1, description=("Batch sizes to sweep.")
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description=("Threads for every runtime (pinned, recorded); default: all CPU cores."),
+    )
+    warmup_seconds: float = Field(default=1.0, ge=0, description="Warm-up before timing.")
+    window_seconds: float = Field(default=0.5, gt=0, description="Length of a timing window.")
+    stability: float = Field(
+        default=0.05,
+        gt=0,
+        description=(
+            "Stop when 3 consecutive window means are within this fraction of each other."
+        ),
+    )
+    max_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description=("Time cap per artifact and batch size; the row is marked unstable when hit."),
+    )
+    onnxruntime_providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        min_length=1,
+        description="ONNX Runtime execution providers, in priority order.",
+    )
+    openvino: OpenVinoSettings = Field(
+        default_factory=OpenVinoSettings, description=("OpenVINO runtime settings.")
+    )
+    images: Path | None = Field(
+        default=None, description=("Folder of input images; default: scikit-image's photos.")
+    )
+    baseline: Path | None = Field(
+        default=None,
+        description=(
+            "A committed benchmark.json: fail when an artifact is slower than it by more than "
+            "max_regression on the same hardware."
+        ),
+    )
+    max_regression: float = Field(
+        default=0.10, ge=0, description=("Allowed p50 slowdown vs the baseline (fraction).")
+    )
+
+    def file_fields(self) -> dict[str, Path]:
+        return {"baseline": self.baseline} if self.baseline else {}
+
+    def dir_fields(self) -> dict[str, Path]:
+        return {"images": self.images} if self.images else {}
+
+
+@register_stage
+class BenchmarkStage(Stage):
+    type = "benchmark"
+    spec_class = BenchmarkSpec
+    version = 1
+    tools = ("torch", "timm", "onnxruntime", "openvino", "numpy", "pillow", "matplotlib")
+    output = ArtifactKind.REPORT
+    summary = "Time artifacts on real images vs torch eager; JSON, Markdown table and plot."
+
+    def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
+        if field == "reference":
+            return (ArtifactKind.TORCH_MODEL,)
+        return (*_RUNNABLE, ArtifactKind.REPORT)
+
+    def key_extra(self, spec: BenchmarkSpec) -> dict[str, Any]:
+        from edgepipe.env import machine_fingerprint
+
+        # timings belong to a machine, and the table is labelled with the stage ids
+        return {"machine": machine_fingerprint(), "labels": list(spec.inputs)}
+
+    def run(self, spec: BenchmarkSpec, ctx: StageContext) -> dict[str, Any]:
+        from edgepipe.stages._bench_measure import measure_all
+
+        *given, reference = ctx.inputs
+        runnable = [a for a in given if a.kind in _RUNNABLE]
+        if reference.digest not in {a.digest for a in runnable}:
+            runnable.insert(0, reference)
+        verdicts = {
+            a.meta.get("artifact_digest"): "passed"
+            for a in given
+            if a.kind == ArtifactKind.REPORT and a.meta.get("passed")
+        }
+        report = measure_all(spec, ctx, runnable, reference, verdicts)
+        _write(report, spec, ctx)
+        return {"rows": report["rows"], "environment": report["environment"]}
+
+
+def _write(report: dict[str, Any], spec: BenchmarkSpec, ctx: StageContext) -> None:
+    from edgepipe.report import compare_to_baseline, markdown_table, write_plot
+
+    table = markdown_table(report)
+    (ctx.out_dir / "benchmark.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    (ctx.out_dir / "benchmark.md").write_text(table + "\n")
+    write_plot(report, ctx.out_dir / "benchmark.png")
+    ctx.log.info("benchmark:\n%s", table)
+    if spec.baseline is None:
+        return
+    baseline = json.loads(ctx.resolve(spec.baseline).read_text())
+    regressions, note = compare_to_baseline(report, baseline, spec.max_regression)
+    if note:
+        ctx.log.warning(note)
+    if regressions:
+        raise StageError("slower than the baseline: " + "; ".join(regressions) + "\n" + table)

@@ -1,0 +1,112 @@
+"""benchmark: the measurement method, the report files, the baseline gate, `edgepipe report`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from edgepipe.stages._timing import measure
+
+FAST = "warmup_seconds: 0.1, window_seconds: 0.05, max_seconds: 2"
+
+
+def test_measure_stops_when_windows_agree():
+    result = measure(
+        lambda _: sum(range(2000)),
+        [None],
+        1,
+        warmup_seconds=0.05,
+        window_seconds=0.02,
+        stability=0.5,
+        max_seconds=5,
+    )
+    assert result.stable and result.windows >= 3
+    summary = result.summary()
+    assert summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"]
+    assert summary["iterations"] == len(result.latencies)
+
+
+def test_measure_gives_up_on_a_drifting_workload():
+    calls = []
+
+    def slower_each_time(_):
+        calls.append(None)
+        time.sleep(0.0002 * len(calls))
+
+    result = measure(
+        slower_each_time,
+        [None],
+        1,
+        warmup_seconds=0.0,
+        window_seconds=0.01,
+        stability=0.001,
+        max_seconds=0.5,
+    )
+    assert not result.stable
+
+
+@pytest.mark.slow
+def test_benchmark_report_files_and_cli_report(workspace):
+    recipe = workspace.recipe(f"""
+        version: 1
+        name: bench
+        stages:
+          model: {{type: load, name: test_efficientnet}}
+          onnx: {{type: export, input: model, exporter: torchscript}}
+          check: {{type: parity, input: onnx}}
+          bench: {{type: benchmark, inputs: [onnx, check], batch_sizes: [1, 2], {FAST}}}
+    """)
+    result = workspace.cli("run", str(recipe))
+    assert result.returncode == 0, result.stderr
+    out = workspace.out / "bench"
+    report = json.loads((out / "benchmark.json").read_text())
+    rows = {(r["label"], r["batch_size"]): r for r in report["rows"]}
+    assert set(rows) == {("model", 1), ("model", 2), ("onnx", 1), ("onnx", 2)}
+    assert rows[("model", 1)]["runtime"] == "torch eager" and rows[("model", 1)]["speedup"] == 1
+    assert rows[("onnx", 1)]["parity"] == "passed"
+    assert rows[("onnx", 1)]["runtime"] == "onnxruntime CPU"
+    assert rows[("onnx", 2)]["e2e_p50_ms"] > rows[("onnx", 2)]["p50_ms"]  # host preprocessing
+    assert report["method"]["threads"] >= 1 and report["environment"]["cpu"]
+    assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    table = (out / "benchmark.md").read_text()
+    assert "| onnx | onnxruntime CPU | fp32 |" in table
+
+    printed = workspace.cli("report", str(recipe))
+    assert printed.returncode == 0
+    assert "| check | parity (fp32) | passed |" in printed.stdout
+    assert "| onnx | onnxruntime CPU | fp32 |" in printed.stdout
+
+    plan = json.loads(workspace.cli("plan", str(recipe), "--json").stdout)
+    assert {p["status"] for p in plan} == {"cached"}
+
+
+@pytest.mark.slow
+def test_baseline_gate(workspace):
+    recipe_text = f"""
+        version: 1
+        name: gate
+        stages:
+          model: {{type: load, name: test_efficientnet}}
+          onnx: {{type: export, input: model, exporter: torchscript}}
+          bench: {{type: benchmark, inputs: [onnx], {FAST}, baseline: baseline.json}}
+    """
+    first = workspace.recipe(recipe_text.replace(", baseline: baseline.json", ""), "first.yaml")
+    assert workspace.cli("run", str(first)).returncode == 0
+    measured = json.loads((workspace.out / "bench" / "benchmark.json").read_text())
+
+    faster = json.loads(json.dumps(measured))
+    for row in faster["rows"]:
+        row["p50_ms"] /= 10  # a baseline ten times faster: today's numbers regress
+    (workspace.root / "baseline.json").write_text(json.dumps(faster))
+    gated = workspace.recipe(recipe_text)
+    result = workspace.cli("run", str(gated))
+    assert result.returncode == 1
+    assert "slower than the baseline" in result.stderr and "onnx (batch 1)" in result.stderr
+
+    faster["environment"]["cpu"] = "Some Other CPU"
+    (workspace.root / "baseline.json").write_text(json.dumps(faster))
+    other = workspace.cli("run", str(gated))
+    assert other.returncode == 0, other.stderr
+    assert "measured on other hardware" in other.stderr
