@@ -1,3 +1,4 @@
 from edgepipe.cli import main
 
-main()
+if __name__ == "__main__":  # not when multiprocessing re-imports the main module
+    main()

@@ -74,8 +74,14 @@ def run(
     force: ForceOpt = None,
     out_dir: OutOpt = None,
     cache: CacheOpt = None,
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="Run stages in this process (debugging).")
+    ] = False,
 ) -> None:
-    """Build (or reuse) every artifact of the recipe."""
+    """Build (or reuse) every artifact of the recipe.
+
+    Each stage that runs does so in a child process, so its memory is returned when it ends.
+    """
     from edgepipe.cli_display import RunDisplay
     from edgepipe.runner import Runner
 
@@ -84,7 +90,9 @@ def run(
     _check_force(graph, force)
     target = out_dir or Path("build") / graph.recipe.name
     with RunDisplay(err, id_width=max(map(len, selected), default=0) + 1) as display:
-        runner = Runner(graph, _cache(cache), target, set(force or []), display)
+        runner = Runner(
+            graph, _cache(cache), target, set(force or []), display, isolate=not in_process
+        )
         result = runner.run(selected)
     built = sum(r.outcome == "built" for r in result.stages)
     err.print(f"[green]done[/]: {built} built, {len(result.stages) - built} cached → {target}")

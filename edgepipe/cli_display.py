@@ -54,9 +54,10 @@ class RunDisplay:
         style = _STYLE[result.outcome]
         size = human_size(result.output_size) if result.output_size else ""
         seconds = f"{result.seconds:.1f} s" if result.outcome in ("built", "failed") else ""
+        peak = f"  peak {human_size(result.peak_rss_bytes)}" if result.peak_rss_bytes else ""
         self.console.print(
             f"[{style}]{result.outcome:>7}[/] {result.stage_id:<{self.id_width}} "
-            f"{result.stage_type:<12} {seconds:>8} {size:>9}"
+            f"{result.stage_type:<12} {seconds:>8} {size:>9}[dim]{peak}[/]"
         )
         for warning in result.warnings:
             self.console.print(f"        [yellow]warning[/]: {escape(warning)}", soft_wrap=True)

@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from edgepipe.cache import ActionRecord, Cache
-from edgepipe.capture import capture_stage_output
 from edgepipe.errors import EdgepipeError, PreflightError, StageFailure
+from edgepipe.executor import (
+    StageOutcome,
+    preload_for,
+    run_in_process,
+    run_isolated,
+    start_server,
+)
 from edgepipe.graph import PipelineGraph
 from edgepipe.planner import Planner, StagePlan
-from edgepipe.stages.base import ARTIFACT_FILE, Artifact, StageContext
+from edgepipe.stages.base import ARTIFACT_FILE, Artifact
 
 log = logging.getLogger(__name__)
 Outcome = Literal["built", "cached", "failed", "skipped"]
@@ -35,6 +41,7 @@ class StageResult:
     output_size: int = 0
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    peak_rss_bytes: int = 0
 
 
 @dataclass
@@ -70,12 +77,15 @@ class Runner:
         out_dir: Path,
         force: set[str] | None = None,
         observer: RunObserver | None = None,
+        isolate: bool = True,
     ):
         self.graph = graph
         self.cache = cache
         self.out_dir = out_dir
         self.planner = Planner(graph, cache, force)
         self.observer = observer or _Silent()
+        self.isolate = isolate
+        self._preload: list[str] = []
 
     def preflight(self, plans: list[StagePlan]) -> None:
         """Check every stage that will run before any runs; one error lists all problems."""
@@ -95,6 +105,15 @@ class Runner:
     def run(self, selected: list[str]) -> RunResult:
         """Run ``selected`` stages; raises :class:`StageFailure` if any failed (others kept)."""
         plans = self.planner.plan(selected)
+        tools = {
+            t
+            for p in plans
+            if p.status != "cached"
+            for t in self.graph.stage(p.stage_id).tools_for(self.graph.spec(p.stage_id))
+        }
+        self._preload = preload_for(tools)
+        if self.isolate and tools:
+            start_server(self._preload)  # its imports overlap with the preflight below
         self.preflight(plans)
         known: dict[str, str] = {}
         for stage_id in self.graph.order(self._ancestors_of(selected)):
@@ -149,6 +168,7 @@ class Runner:
             output_size=record.output_size,
             reasons=plan.reasons,
             warnings=_stage_warnings(record.log) if built else [],
+            peak_rss_bytes=record.peak_rss_bytes if built else 0,
         )
         self.observer.stage_finished(result)
         return result
@@ -169,25 +189,12 @@ class Runner:
         workdir = self.cache.new_workdir(plan.stage_id)
         out = workdir / "out"
         out.mkdir()
-        lines: list[str] = []
         started = time.perf_counter()
         try:
-            inputs = [
-                Artifact.read(self.out_dir / up, up, digest)
-                for up, digest in zip(spec.input_ids(), plan.key_document["inputs"], strict=True)
-            ]
-            ctx = StageContext(
-                plan.stage_id,
-                self.graph.recipe.base_dir,
-                inputs,
-                out,
-                logging.getLogger(f"edgepipe.stage.{plan.stage_id}"),
-            )
-            with capture_stage_output(lines):
-                meta = stage.run(spec, ctx)
+            outcome = self._execute(plan, out)
             kind = stage.output_kind(spec)
             (out / ARTIFACT_FILE).write_text(
-                json.dumps({"kind": kind.value, "meta": meta}, indent=2, sort_keys=True)
+                json.dumps({"kind": kind.value, "meta": outcome.meta}, indent=2, sort_keys=True)
             )
             digest = self.cache.put_tree(out)
             record = ActionRecord(
@@ -199,14 +206,47 @@ class Runner:
                 output_digest=digest,
                 output_kind=kind.value,
                 output_size=self.cache.tree_size(digest),
-                log="\n".join(lines),
+                log="\n".join(outcome.log_lines),
                 seconds=time.perf_counter() - started,
+                peak_rss_bytes=outcome.peak_rss_bytes,
                 created=datetime.now(UTC).isoformat(timespec="seconds"),
             )
             self.cache.put_action(record)
             return record
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _execute(self, plan: StagePlan, out: Path) -> StageOutcome:
+        """Run the stage's code, in a child process unless isolation is off (debugging)."""
+        spec = self.graph.spec(plan.stage_id)
+        inputs = [
+            {
+                "kind": a.kind.value,
+                "path": str(a.path),
+                "meta": a.meta,
+                "stage_id": a.stage_id,
+                "digest": a.digest,
+            }
+            for a in self._input_artifacts(spec, plan.key_document["inputs"])
+        ]
+        payload = {
+            "stage_type": spec.type,
+            "spec": spec.model_dump(mode="json", exclude_unset=True),
+            "stage_id": plan.stage_id,
+            "recipe_dir": str(self.graph.recipe.base_dir),
+            "out_dir": str(out),
+            "inputs": inputs,
+        }
+        error_log = self.out_dir / f"{plan.stage_id}.error.log"
+        if self.isolate:
+            return run_isolated(payload, self._preload, error_log)
+        return run_in_process(payload, error_log)
+
+    def _input_artifacts(self, spec, digests: list[str]) -> list[Artifact]:
+        return [
+            Artifact.read(self.out_dir / up, up, digest)
+            for up, digest in zip(spec.input_ids(), digests, strict=True)
+        ]
 
     def _failure_message(self, stage_id: str, exc: Exception) -> str:
         if isinstance(exc, EdgepipeError):

@@ -65,4 +65,5 @@ class ActionRecord(BaseModel):
     output_size: int = Field(ge=0, description="Total size of the output files in bytes.")
     log: str = Field(default="", description="Captured log of the stage run.")
     seconds: float = Field(default=0.0, ge=0, description="Wall-clock run time of the stage.")
+    peak_rss_bytes: int = Field(default=0, ge=0, description="Peak resident memory of the run.")
     created: str = Field(default_factory=_utc_now, description="ISO-8601 UTC creation time.")

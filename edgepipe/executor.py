@@ -1,0 +1,165 @@
+"""Run one stage in a child process: its memory is returned when it ends, a crash or an
+out-of-memory kill takes only the child, and the child's peak RSS is the stage's own.
+
+Children fork from a *forkserver* that has already imported the heavy libraries the run
+needs (torch, onnx…), so isolation costs a fork, not a second import of torch per stage.
+"""
+
+from __future__ import annotations
+
+__all__ = ["StageOutcome", "preload_for", "run_in_process", "run_isolated", "start_server"]
+
+import importlib.util
+import multiprocessing
+import resource
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgepipe.errors import EdgepipeError, StageError
+
+_HEAVY = ("torch", "timm", "onnx", "onnxruntime", "openvino")
+_MAX_LOG_LINES = 5000
+
+
+@dataclass
+class StageOutcome:
+    meta: dict[str, Any]
+    log_lines: list[str]
+    peak_rss_bytes: int
+
+
+def preload_for(distributions: set[str]) -> list[str]:
+    """Heavy modules worth importing once in the forkserver, of those the stages will use."""
+    names = {"onnxruntime" if d == "onnxruntime-gpu" else d for d in distributions}
+    return [m for m in _HEAVY if m in names and importlib.util.find_spec(m) is not None]
+
+
+_context: Any = None
+
+
+def _mp_context(preload: list[str]):
+    global _context
+    if _context is None:
+        methods = multiprocessing.get_all_start_methods()
+        _context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            # an explicit list also keeps the forkserver from re-running our __main__
+            _context.set_forkserver_preload(["edgepipe.stages", *preload])
+    return _context
+
+
+def start_server(preload: list[str]) -> None:
+    """Start the forkserver now, so its imports overlap with the parent's preflight."""
+    context = _mp_context(preload)
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def run_isolated(payload: dict[str, Any], preload: list[str], error_log: Path) -> StageOutcome:
+    """Run ``payload`` (stage type, spec, ids, paths, inputs) in a child; raise StageError on
+    failure, writing a library traceback to ``error_log``."""
+    context = _mp_context(preload)
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(sender, payload), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        message = receiver.recv() if receiver.poll(None) else None
+    except EOFError:
+        message = None
+    except BaseException:  # Ctrl-C: take the child down with us
+        child.terminate()
+        child.join()
+        raise
+    child.join()
+    if message is None:
+        raise StageError(_death_message(child.exitcode))
+    return _outcome(message, error_log)
+
+
+def run_in_process(payload: dict[str, Any], error_log: Path) -> StageOutcome:
+    """The same contract as :func:`run_isolated`, in this process (for debugging)."""
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    _child_main(sender, payload)
+    return _outcome(receiver.recv(), error_log)
+
+
+def _outcome(message: tuple, error_log: Path) -> StageOutcome:
+    status, body, lines, peak = message
+    if status == "ok":
+        return StageOutcome(body, lines, peak)
+    if status == "crash":
+        error_log.parent.mkdir(parents=True, exist_ok=True)
+        error_log.write_text("\n".join(lines) + "\n\n" + body["traceback"])
+        raise StageError(f"{body['summary']} (log and traceback: {error_log})")
+    raise StageError(body)
+
+
+def _death_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        signal = -exitcode
+        hint = " — most likely out of memory (the kernel's OOM killer)" if signal == 9 else ""
+        return f"the stage's process was killed by signal {signal}{hint}"
+    return f"the stage's process exited with code {exitcode} without a result"
+
+
+def _child_main(sender, payload: dict[str, Any]) -> None:
+    """In the child: rebuild spec and inputs, run the stage, send back meta or the error."""
+    import logging
+
+    from edgepipe.capture import capture_stage_output
+    from edgepipe.stages.base import Artifact, ArtifactKind, StageContext, get_stage
+
+    _die_with_parent()
+    lines: list[str] = []
+    try:
+        stage = get_stage(payload["stage_type"])
+        spec = stage.spec_class.model_validate(payload["spec"])
+        inputs = [
+            Artifact(
+                ArtifactKind(a["kind"]), Path(a["path"]), a["meta"], a["stage_id"], a["digest"]
+            )
+            for a in payload["inputs"]
+        ]
+        ctx = StageContext(
+            payload["stage_id"],
+            Path(payload["recipe_dir"]),
+            inputs,
+            Path(payload["out_dir"]),
+            logging.getLogger(f"edgepipe.stage.{payload['stage_id']}"),
+        )
+        with capture_stage_output(lines):
+            meta = stage.run(spec, ctx)
+        message = ("ok", meta, lines, _peak_rss())
+    except EdgepipeError as exc:
+        message = ("error", str(exc), lines, _peak_rss())
+    except Exception as exc:  # a library error: summarise, keep the traceback for the log file
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        body = {
+            "summary": f"{type(exc).__name__}: {first}",
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+        message = ("crash", body, lines, _peak_rss())
+    message = (*message[:2], message[2][-_MAX_LOG_LINES:], message[3])
+    sender.send(message)
+    sender.close()
+
+
+def _die_with_parent() -> None:
+    """If the run is killed (kill -9 included), don't leave its stage computing alone: ask
+    Linux to signal us when our parent (the forkserver, which exits with the run) dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc: orphaned stages finish on their own
+        pass
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
