@@ -15,7 +15,7 @@ $(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e '.[dev,openvino]'
+	$(PIP) -e '.[dev,openvino,remote]'
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run

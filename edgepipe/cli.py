@@ -48,6 +48,15 @@ CacheOpt = Annotated[
         "--cache", envvar="EDGEPIPE_CACHE", help="Cache directory [default: per-user cache dir]."
     ),
 ]
+RemoteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--remote",
+        envvar="EDGEPIPE_REMOTE",
+        help="Shared cache on any fsspec filesystem (s3://bucket/prefix, file:///mnt/cache): "
+        "pulled on a local miss, pushed after a build. Options: $EDGEPIPE_REMOTE_OPTIONS (JSON).",
+    ),
+]
 OutOpt = Annotated[
     Path | None, typer.Option("--out", help="Output folder [default: build/<recipe name>].")
 ]
@@ -74,6 +83,7 @@ def run(
     force: ForceOpt = None,
     out_dir: OutOpt = None,
     cache: CacheOpt = None,
+    remote: RemoteOpt = None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run stages in this process (debugging).")
     ] = False,
@@ -90,8 +100,15 @@ def run(
     _check_force(graph, force)
     target = out_dir or Path("build") / graph.recipe.name
     with RunDisplay(err, id_width=max(map(len, selected), default=0) + 1) as display:
+        store = _cache(cache)
         runner = Runner(
-            graph, _cache(cache), target, set(force or []), display, isolate=not in_process
+            graph,
+            store,
+            target,
+            set(force or []),
+            display,
+            isolate=not in_process,
+            remote=_remote(remote, store),
         )
         result = runner.run(selected)
     built = sum(r.outcome == "built" for r in result.stages)
@@ -105,6 +122,7 @@ def plan(
     until: UntilOpt = None,
     force: ForceOpt = None,
     cache: CacheOpt = None,
+    remote: RemoteOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Say which stages are cached and which will run, and why."""
@@ -113,7 +131,8 @@ def plan(
     graph = _load(recipe)
     selected = graph.select(only, until)
     _check_force(graph, force)
-    plans = Planner(graph, _cache(cache), set(force or [])).plan(selected)
+    store = _cache(cache)
+    plans = Planner(graph, store, set(force or []), _remote(remote, store)).plan(selected)
     if as_json:
         out.print_json(
             json.dumps(
@@ -261,6 +280,14 @@ def cache_clear(
         raise typer.Exit(ExitCode.STAGE_FAILED)
     store.clear()
     out.print(f"cleared {store.root}")
+
+
+def _remote(url: str | None, cache):
+    if not url:
+        return None
+    from edgepipe.cache.remote import RemoteCache
+
+    return RemoteCache(url, cache)
 
 
 def _check_force(graph, force: list[str] | None) -> None:

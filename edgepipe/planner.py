@@ -5,16 +5,19 @@ from __future__ import annotations
 __all__ = ["Planner", "StagePlan"]
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from edgepipe.actions import explain, key_document
 from edgepipe.cache import ActionRecord, Cache, action_key, canonical_json
+from edgepipe.cache.remote import RemoteCache, RemoteCacheError
 from edgepipe.env import tool_versions
 from edgepipe.graph import PipelineGraph
 
 Status = Literal["cached", "run", "blocked"]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,10 +41,28 @@ class StagePlan:
 class Planner:
     """Computes action keys and looks them up; imports no ML library."""
 
-    def __init__(self, graph: PipelineGraph, cache: Cache, force: set[str] | None = None):
+    def __init__(
+        self,
+        graph: PipelineGraph,
+        cache: Cache,
+        force: set[str] | None = None,
+        remote: RemoteCache | None = None,
+    ):
         self.graph = graph
         self.cache = cache
         self.force = force or set()
+        self.remote = remote
+
+    def find(self, key: str) -> ActionRecord | None:
+        """The action record for ``key``: local cache first, then the remote (pulled locally)."""
+        record = self.cache.get_action(key)
+        if record is None and self.remote is not None:
+            try:
+                record = self.remote.pull(key)
+            except RemoteCacheError as exc:  # an unreachable remote must not stop local work
+                log.warning("remote cache disabled for this run: %s", exc)
+                self.remote = None
+        return record
 
     def key_for(self, stage_id: str, input_digests: list[str]) -> tuple[str, dict[str, Any]]:
         """Action key and key document of a stage whose inputs' output digests are known."""
@@ -74,7 +95,7 @@ class Planner:
             plan.reasons = [f"input '{up}' will be rebuilt" for up in pending]
             return plan
         plan.key, plan.key_document = self.key_for(stage_id, [known[u] for u in spec.input_ids()])
-        plan.record = self.cache.get_action(plan.key)
+        plan.record = self.find(plan.key)
         if plan.record is not None and stage_id not in self.force:
             plan.status = "cached"
             return plan

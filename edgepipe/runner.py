@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from edgepipe.cache import ActionRecord, Cache
+from edgepipe.cache.remote import RemoteCache, RemoteCacheError
 from edgepipe.errors import EdgepipeError, PreflightError, StageFailure
 from edgepipe.executor import (
     StageOutcome,
@@ -78,11 +79,12 @@ class Runner:
         force: set[str] | None = None,
         observer: RunObserver | None = None,
         isolate: bool = True,
+        remote: RemoteCache | None = None,
     ):
         self.graph = graph
         self.cache = cache
         self.out_dir = out_dir
-        self.planner = Planner(graph, cache, force)
+        self.planner = Planner(graph, cache, force, remote)
         self.observer = observer or _Silent()
         self.isolate = isolate
         self._preload: list[str] = []
@@ -179,10 +181,21 @@ class Runner:
         # Another process may be building the same action: wait for it rather than build twice.
         with self.cache.lock(f"action-{plan.key}"):
             if plan.stage_id not in self.planner.force:
-                record = self.cache.get_action(plan.key)
+                record = self.planner.find(plan.key)
                 if record is not None:
                     return record, False
-            return self._build(plan), True
+            record = self._build(plan)
+        self._push(record)
+        return record, True
+
+    def _push(self, record: ActionRecord) -> None:
+        remote = self.planner.remote
+        if remote is None:
+            return
+        try:
+            remote.push(record)
+        except RemoteCacheError as exc:
+            log.warning("could not push %s to the remote cache: %s", record.stage_id, exc)
 
     def _build(self, plan: StagePlan) -> ActionRecord:
         stage, spec = self.graph.stage(plan.stage_id), self.graph.spec(plan.stage_id)

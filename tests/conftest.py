@@ -54,6 +54,16 @@ class Workspace:
         )
 
 
+def outcomes(stderr: str) -> dict[str, str]:
+    """stage id → built/cached/failed/skipped, from a run's progress lines."""
+    found = {}
+    for line in stderr.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("built", "cached", "failed", "skipped"):
+            found[parts[1]] = parts[0]
+    return found
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)

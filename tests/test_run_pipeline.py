@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import outcomes
 
 from edgepipe.stages.torch_model import rebuild
 
@@ -36,14 +37,6 @@ stages:
 """
 
 
-def outcomes(stderr: str) -> dict[str, str]:
-    """stage id → built/cached/failed/skipped, from the run's progress lines."""
-    found = {}
-    for line in stderr.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] in ("built", "cached", "failed", "skipped"):
-            found[parts[1]] = parts[0]
-    return found
 
 
 def test_build_then_everything_cached(workspace):

@@ -9,6 +9,8 @@ the artifact content-addressable: the same weights give the same bytes.
 from __future__ import annotations
 
 __all__ = [
+    "MODEL_FILE",
+    "WEIGHTS_FILE",
     "data_config_of",
     "import_callable",
     "rebuild",
@@ -42,6 +44,11 @@ def rebuild(artifact_dir: Path, recipe_dir: Path) -> Any:
 
     builder = json.loads((artifact_dir / MODEL_FILE).read_text())
     module = _construct(builder, recipe_dir)
+    from edgepipe.stages import transforms
+
+    # transforms change the structure; replay them so the stored (transformed) weights fit
+    for name in builder.get("transforms", []):
+        module = transforms.apply(module, name)
     missing, unexpected = load_model(module, str(artifact_dir / WEIGHTS_FILE), strict=False)
     if missing or unexpected:
         raise StageError(
