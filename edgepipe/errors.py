@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "CacheError",
+    "DriftError",
     "EdgepipeError",
     "ExitCode",
     "GraphError",
@@ -32,6 +33,7 @@ class ExitCode(IntEnum):
     RECIPE_INVALID = 3
     PREFLIGHT_FAILED = 4
     CACHE_CORRUPT = 5
+    DRIFT = 6
     BUG = 70
     INTERRUPTED = 130
 
@@ -100,6 +102,20 @@ class StageFailure(EdgepipeError):
         if skipped:
             lines.append("not run because an input failed: " + ", ".join(skipped))
         super().__init__("\n".join(lines))
+
+
+class DriftError(EdgepipeError):
+    """The recipe, its inputs or the toolchain no longer match the committed lockfile."""
+
+    exit_code = ExitCode.DRIFT
+
+    def __init__(self, lock: str, differences: list[str]):
+        self.differences = differences
+        super().__init__(
+            f"{lock} is out of date ({len(differences)} difference(s)):\n"
+            + "\n".join(f"  {d}" for d in differences)
+            + "\nrun `edgepipe run` and commit the updated lockfile"
+        )
 
 
 class CacheError(EdgepipeError):

@@ -1,0 +1,129 @@
+"""The lockfile: what a full run produced, committed beside the recipe and reviewed in PRs.
+
+``<recipe>.lock`` (YAML, stable order) records per stage its action key, key document, output
+digest and size, plus headline parity/benchmark numbers. ``edgepipe check`` recomputes every key
+*without running or needing a cache* (upstream outputs are taken from the lock while keys
+match) and explains each difference: the CI drift gate.
+"""
+
+from __future__ import annotations
+
+__all__ = ["check_lock", "lock_path", "read_lock", "recipe_lock", "write_lock"]
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgepipe.actions import explain
+from edgepipe.errors import RecipeError, RecipeIssue
+
+LOCK_VERSION = 1
+_HEADER = (
+    "# edgepipe lockfile — written by `edgepipe run`, checked by `edgepipe check`. Do not edit.\n"
+)
+
+
+def lock_path(recipe_path: Path) -> Path:
+    return recipe_path.with_suffix(".lock")
+
+
+def recipe_lock(graph, planner, out_dir: Path) -> dict[str, Any]:
+    """The lock of a fully built recipe (every stage must be cached)."""
+    known: dict[str, str] = {}
+    stages: dict[str, Any] = {}
+    for stage_id in graph.order():
+        plan = planner.lookup(stage_id, known)
+        record = plan.record
+        known[stage_id] = record.output_digest
+        entry = {
+            "type": plan.stage_type,
+            "key": record.key,
+            "output": {"digest": record.output_digest, "size": record.output_size},
+            "key_document": plan.key_document,
+        }
+        entry.update(_headline(plan.stage_type, out_dir / stage_id))
+        stages[stage_id] = entry
+    return {"lock_version": LOCK_VERSION, "recipe": graph.recipe.name, "stages": stages}
+
+
+def _headline(stage_type: str, folder: Path) -> dict[str, Any]:
+    """Numbers a reviewer wants to see change in a PR diff."""
+    if stage_type == "parity" and (folder / "parity.json").is_file():
+        report = json.loads((folder / "parity.json").read_text())
+        worst = min(m["cosine_min"] for outs in report["metrics"].values() for m in outs.values())
+        return {
+            "parity": {
+                "passed": report["passed"],
+                "kind": report["kind"],
+                "worst_cosine": round(worst, 6),
+            }
+        }
+    if stage_type == "benchmark" and (folder / "benchmark.json").is_file():
+        report = json.loads((folder / "benchmark.json").read_text())
+        return {
+            "benchmark": {
+                f"{r['label']}@{r['batch_size']}": {
+                    "p50_ms": round(r["p50_ms"], 3),
+                    "speedup": round(r["speedup"] or 0, 2),
+                }
+                for r in report["rows"]
+            }
+        }
+    return {}
+
+
+def write_lock(path: Path, lock: dict[str, Any]) -> None:
+    text = _HEADER + yaml.safe_dump(lock, sort_keys=False, width=100, allow_unicode=True)
+    tmp = path.with_suffix(".lock.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def read_lock(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RecipeError(
+            path,
+            [
+                RecipeIssue(
+                    "no lockfile: run `edgepipe run` on the recipe and commit the .lock it writes"
+                )
+            ],
+        )
+    try:
+        lock = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RecipeError(path, [RecipeIssue(f"unreadable lockfile: {exc}")]) from None
+    if not isinstance(lock, dict) or lock.get("lock_version") != LOCK_VERSION:
+        raise RecipeError(path, [RecipeIssue("not an edgepipe lockfile of this version")])
+    return lock
+
+
+def check_lock(graph, planner, lock: dict[str, Any]) -> list[str]:
+    """Every difference between the recipe + inputs + toolchain now and the lock, readably."""
+    locked = lock.get("stages", {})
+    known: dict[str, str] = {}
+    differences = []
+    for stage_id in graph.order():
+        spec = graph.spec(stage_id)
+        entry = locked.get(stage_id)
+        if entry is None:
+            differences.append(f"stage '{stage_id}': new (not in the lock)")
+            continue
+        changed = [up for up in spec.input_ids() if up not in known]
+        if changed:
+            differences.append(f"stage '{stage_id}': input '{changed[0]}' changed")
+            continue
+        key, document = planner.key_for(stage_id, [known[up] for up in spec.input_ids()])
+        if key == entry["key"]:
+            known[stage_id] = entry["output"]["digest"]
+            continue
+        reasons = explain(entry.get("key_document"), document, spec.input_ids())
+        differences += [f"stage '{stage_id}': {reason}" for reason in reasons]
+    differences += [
+        f"stage '{sid}': removed from the recipe"
+        for sid in locked
+        if sid not in graph.recipe.stages
+    ]
+    return differences

@@ -1,0 +1,50 @@
+"""The lockfile: written by a full run, checked without a cache, explains drift per field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+RECIPE = """
+version: 1
+name: locked
+stages:
+  model: {type: load, name: test_resnet}
+  onnx: {type: export, input: model, exporter: torchscript, opset: 17}
+  simple: {type: simplify, input: onnx}
+  check: {type: parity, input: simple}
+"""
+
+
+def test_lock_written_checked_and_drift_explained(workspace, tmp_path):
+    recipe = workspace.recipe(RECIPE)
+    partial = workspace.cli("run", str(recipe), "--until", "onnx")
+    assert partial.returncode == 0 and not recipe.with_suffix(".lock").exists()
+
+    assert workspace.cli("run", str(recipe)).returncode == 0
+    lock = yaml.safe_load(recipe.with_suffix(".lock").read_text())
+    assert list(lock["stages"]) == ["model", "onnx", "simple", "check"]
+    assert lock["stages"]["check"]["parity"]["passed"] is True
+    assert lock["stages"]["onnx"]["key_document"]["spec"]["opset"] == 17
+
+    workspace.cache = tmp_path / "fresh-ci-cache"  # a CI runner: no cache at all
+    ok = workspace.cli("check", str(recipe))
+    assert ok.returncode == 0, ok.stderr
+
+    recipe.write_text(recipe.read_text().replace("opset: 17", "opset: 18"))
+    drift = workspace.cli("check", str(recipe))
+    assert drift.returncode == 6
+    assert "stage 'onnx': opset changed: 17 → 18" in drift.stderr
+    assert "stage 'simple': input 'onnx' changed" in drift.stderr
+    gated = workspace.cli("run", str(recipe), "--check")
+    assert gated.returncode == 6 and "out of date" in gated.stderr
+    assert "opset changed: 17 → 18" in workspace.cli("diff", str(recipe)).stdout
+
+
+def test_check_without_a_lock_says_how_to_make_one(workspace):
+    recipe = workspace.recipe(RECIPE)
+    result = workspace.cli("check", str(recipe))
+    assert result.returncode == 3
+    assert "no lockfile" in result.stderr and "edgepipe run" in result.stderr
