@@ -27,7 +27,8 @@ def key_document(
     their bytes, so renaming a stage or moving a checkout keeps the cache valid while a re-export
     that produces identical bytes keeps everything downstream cached.
     """
-    by_content = {*spec.input_fields, *spec.file_fields(), *spec.dir_fields()}
+    # ids and paths enter by content below; scheduling hints never change the output
+    by_content = {*spec.input_fields, *spec.file_fields(), *spec.dir_fields(), "resources"}
     document = {
         "key_version": KEY_VERSION,
         "stage_type": spec.type,

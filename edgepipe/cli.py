@@ -49,6 +49,9 @@ def run(
     out_dir: OutOpt = None,
     cache: CacheOpt = None,
     remote: RemoteOpt = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Run up to N independent stages at once.")
+    ] = 1,
     check: Annotated[
         bool, typer.Option("--check", help="Fail (exit 6) if the lockfile is out of date.")
     ] = False,
@@ -82,6 +85,7 @@ def run(
             display,
             isolate=not in_process,
             remote=open_remote(remote, store),
+            jobs=jobs,
         )
         result = runner.run(selected)
     built = sum(r.outcome == "built" for r in result.stages)

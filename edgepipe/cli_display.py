@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["RunDisplay", "action_table", "stage_table"]
 
+import threading
 from collections.abc import Iterable
 
 from rich.console import Console
@@ -11,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgepipe.planner import StagePlan
-from edgepipe.runner import StageResult
+from edgepipe.run_results import StageResult
 from edgepipe.stages.base import Stage
 
 _STYLE = {"built": "green", "cached": "cyan", "failed": "bold red", "skipped": "yellow"}
@@ -26,31 +27,41 @@ def human_size(size: int) -> str:
 
 
 class RunDisplay:
-    """Observer for :class:`~edgepipe.runner.Runner`: a spinner per stage, a line when done."""
+    """Observer for the runner: one spinner naming the running stages, a line per finished one.
+
+    Called from worker threads under ``--jobs``, hence the lock.
+    """
 
     def __init__(self, console: Console, id_width: int = 20):
         self.console = console
         self.id_width = id_width
         self._status = None
+        self._running: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def __enter__(self) -> RunDisplay:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop()
+        with self._lock:
+            self._stop()
 
     def stage_started(self, plan: StagePlan) -> None:
         if plan.status == "cached":
             return
         why = f" ({'; '.join(plan.reasons)})" if plan.reasons else ""
-        self._stop()
-        self._status = self.console.status(
-            f"running [bold]{plan.stage_id}[/] ({plan.stage_type}){why}"
-        )
-        self._status.start()
+        with self._lock:
+            self._running[plan.stage_id] = f"[bold]{plan.stage_id}[/] ({plan.stage_type}){why}"
+            self._refresh()
 
     def stage_finished(self, result: StageResult) -> None:
-        self._stop()
+        with self._lock:
+            self._running.pop(result.stage_id, None)
+            self._stop()
+            self._print(result)
+            self._refresh()
+
+    def _print(self, result: StageResult) -> None:
         style = _STYLE[result.outcome]
         size = human_size(result.output_size) if result.output_size else ""
         seconds = f"{result.seconds:.1f} s" if result.outcome in ("built", "failed") else ""
@@ -63,6 +74,12 @@ class RunDisplay:
             self.console.print(f"        [yellow]warning[/]: {escape(warning)}", soft_wrap=True)
         if result.message and result.outcome != "failed":  # failures are repeated in the summary
             self.console.print(f"        [dim]{escape(result.message)}[/]", soft_wrap=True)
+
+    def _refresh(self) -> None:
+        self._stop()
+        if self._running:
+            self._status = self.console.status("running " + ", ".join(self._running.values()))
+            self._status.start()
 
     def _stop(self) -> None:
         if self._status is not None:

@@ -6,13 +6,13 @@ __all__ = ["RunObserver", "RunResult", "Runner", "StageResult"]
 
 import json
 import logging
+import os
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any
 
 from edgepipe.cache import ActionRecord, Cache
 from edgepipe.cache.remote import RemoteCache, RemoteCacheError
@@ -26,46 +26,17 @@ from edgepipe.executor import (
 )
 from edgepipe.graph import PipelineGraph
 from edgepipe.planner import Planner, StagePlan
+from edgepipe.run_results import (
+    RunObserver,
+    RunResult,
+    SilentObserver,
+    StageResult,
+    stage_warnings,
+)
+from edgepipe.scheduler import Demand, schedule
 from edgepipe.stages.base import ARTIFACT_FILE, Artifact
 
 log = logging.getLogger(__name__)
-Outcome = Literal["built", "cached", "failed", "skipped"]
-
-
-@dataclass
-class StageResult:
-    stage_id: str
-    stage_type: str
-    outcome: Outcome
-    seconds: float = 0.0
-    message: str = ""
-    output_size: int = 0
-    reasons: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    peak_rss_bytes: int = 0
-
-
-@dataclass
-class RunResult:
-    out_dir: Path
-    stages: list[StageResult]
-
-    @property
-    def failed(self) -> list[StageResult]:
-        return [s for s in self.stages if s.outcome == "failed"]
-
-
-class RunObserver(Protocol):
-    def stage_started(self, plan: StagePlan) -> None: ...
-    def stage_finished(self, result: StageResult) -> None: ...
-
-
-class _Silent:
-    def stage_started(self, plan: StagePlan) -> None:
-        pass
-
-    def stage_finished(self, result: StageResult) -> None:
-        pass
 
 
 class Runner:
@@ -80,13 +51,15 @@ class Runner:
         observer: RunObserver | None = None,
         isolate: bool = True,
         remote: RemoteCache | None = None,
+        jobs: int = 1,
     ):
         self.graph = graph
         self.cache = cache
         self.out_dir = out_dir
         self.planner = Planner(graph, cache, force, remote)
-        self.observer = observer or _Silent()
+        self.observer = observer or SilentObserver()
         self.isolate = isolate
+        self.jobs = jobs
         self._preload: list[str] = []
 
     def preflight(self, plans: list[StagePlan]) -> None:
@@ -122,7 +95,16 @@ class Runner:
             plan = self.planner.lookup(stage_id, known)
             known[stage_id] = plan.record.output_digest
             self._materialize(stage_id, plan.record.output_digest)
-        results = [self._run_one(plan.stage_id, known) for plan in plans]
+        chosen = set(selected)
+        results = schedule(
+            [plan.stage_id for plan in plans],
+            inputs=lambda sid: [u for u in self.graph.spec(sid).input_ids() if u in chosen],
+            prepare=lambda sid: self._prepare(sid, known),
+            execute=lambda plan: self._execute(plan, known),
+            demand=self._demand,
+            jobs=self.jobs,
+            memory_budget_gb=_memory_budget_gb(),
+        )
         failures = {r.stage_id: r.message for r in results if r.outcome == "failed"}
         if failures:
             skipped = [r.stage_id for r in results if r.outcome == "skipped"]
@@ -133,7 +115,12 @@ class Runner:
         chosen = set(selected)
         return {a for sid in selected for a in self.graph.ancestors(sid)} - chosen
 
-    def _run_one(self, stage_id: str, known: dict[str, str]) -> StageResult:
+    def _demand(self, stage_id: str) -> Demand:
+        spec, stage = self.graph.spec(stage_id), self.graph.stage(stage_id)
+        return Demand(gpu=spec.resources.gpu or stage.uses_gpu, memory_gb=spec.resources.memory_gb)
+
+    def _prepare(self, stage_id: str, known: dict[str, str]) -> tuple[bool, Any]:
+        """On the scheduling thread: skip a stage whose input failed, else plan it."""
         spec = self.graph.spec(stage_id)
         missing = [u for u in spec.input_ids() if u not in known]
         if missing:
@@ -141,35 +128,38 @@ class Runner:
                 stage_id, spec.type, "skipped", message=f"input '{missing[0]}' failed"
             )
             self.observer.stage_finished(result)
-            return result
+            return False, result
         plan = self.planner.lookup(stage_id, known)
         self.observer.stage_started(plan)
+        return True, plan
+
+    def _execute(self, plan: StagePlan, known: dict[str, str]) -> StageResult:
+        """On a worker thread: reuse or build, record, materialise."""
         started = time.perf_counter()
         try:
             record, built = self._cached_or_built(plan)
         except Exception as exc:  # any stage failure is reported; only this stage is lost
             result = StageResult(
-                stage_id,
-                spec.type,
+                plan.stage_id,
+                plan.stage_type,
                 "failed",
                 time.perf_counter() - started,
-                self._failure_message(stage_id, exc),
+                self._failure_message(plan.stage_id, exc),
                 reasons=plan.reasons,
             )
             self.observer.stage_finished(result)
             return result
-        self.cache.record_key_document(self.graph.recipe.name, stage_id, plan.key_document)
-        known[stage_id] = record.output_digest
-        self._materialize(stage_id, record.output_digest)
-        outcome: Outcome = "built" if built else "cached"
+        self.cache.record_key_document(self.graph.recipe.name, plan.stage_id, plan.key_document)
+        known[plan.stage_id] = record.output_digest
+        self._materialize(plan.stage_id, record.output_digest)
         result = StageResult(
-            stage_id,
-            spec.type,
-            outcome,
+            plan.stage_id,
+            plan.stage_type,
+            "built" if built else "cached",
             time.perf_counter() - started,
             output_size=record.output_size,
             reasons=plan.reasons,
-            warnings=_stage_warnings(record.log) if built else [],
+            warnings=stage_warnings(record.log) if built else [],
             peak_rss_bytes=record.peak_rss_bytes if built else 0,
         )
         self.observer.stage_finished(result)
@@ -204,7 +194,7 @@ class Runner:
         out.mkdir()
         started = time.perf_counter()
         try:
-            outcome = self._execute(plan, out)
+            outcome = self._run_stage_code(plan, out)
             kind = stage.output_kind(spec)
             (out / ARTIFACT_FILE).write_text(
                 json.dumps({"kind": kind.value, "meta": outcome.meta}, indent=2, sort_keys=True)
@@ -229,7 +219,7 @@ class Runner:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _execute(self, plan: StagePlan, out: Path) -> StageOutcome:
+    def _run_stage_code(self, plan: StagePlan, out: Path) -> StageOutcome:
         """Run the stage's code, in a child process unless isolation is off (debugging)."""
         spec = self.graph.spec(plan.stage_id)
         inputs = [
@@ -276,11 +266,9 @@ class Runner:
         self.cache.materialize_tree(digest, self.out_dir / stage_id)
 
 
-def _stage_warnings(log_text: str) -> list[str]:
-    """Warnings a stage itself logged (not library noise): shown under the stage's line."""
-    prefix = "WARNING edgepipe.stage."
-    return [
-        line.split(": ", 1)[1]
-        for line in log_text.splitlines()
-        if line.startswith(prefix) and ": " in line
-    ]
+def _memory_budget_gb() -> float:
+    """80 % of physical memory: what stages running together may plan to use."""
+    try:
+        return 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return float("inf")

@@ -12,6 +12,7 @@ __all__ = [
     "Artifact",
     "ArtifactKind",
     "FieldError",
+    "Resources",
     "MultiInputSpec",
     "SingleInputSpec",
     "Stage",
@@ -55,6 +56,23 @@ class FieldError(ValueError):
         super().__init__(message)
 
 
+class Resources(BaseModel):
+    """Scheduling hints for ``edgepipe run --jobs N``; they never change a stage's output."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu: bool = Field(
+        default=False, description=("Needs the GPU: never runs beside another GPU stage.")
+    )
+    memory_gb: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Expected peak memory; running stages together must fit in the machine's memory."
+        ),
+    )
+
+
 class StageSpec(BaseModel):
     """Fields common to every stage spec."""
 
@@ -64,6 +82,12 @@ class StageSpec(BaseModel):
     """Fields that name upstream stages (a stage id, or a list of them)."""
 
     type: str = Field(description="Stage type; selects which fields are allowed.")
+    resources: Resources = Field(
+        default_factory=Resources,
+        description=(
+            "Scheduling hints for --jobs (GPU use, expected memory); not part of the cache key."
+        ),
+    )
 
     def input_slots(self) -> list[tuple[str, int | None, str]]:
         """(field, list index or None, upstream id) for every upstream reference, in order."""
@@ -151,6 +175,8 @@ class Stage(ABC):
     """Python distributions whose versions go into the cache key and must be installed."""
     input_kinds: ClassVar[tuple[ArtifactKind, ...]] = ()
     output: ClassVar[ArtifactKind]
+    uses_gpu: ClassVar[bool] = False
+    """Always needs the GPU (e.g. a TensorRT build), whatever the spec's resources say."""
     summary: ClassVar[str] = ""
 
     def output_kind(self, spec: StageSpec) -> ArtifactKind:
