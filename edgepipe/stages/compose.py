@@ -1,0 +1,298 @@
+"""``compose-preprocessing``: bake the model's own eval preprocessing into its ONNX graph.
+
+The deployed model then takes a raw image (uint8 HWC as decoded, any size) and does timm's
+resize, centre crop and normalisation itself; ``preprocess_graph`` builds those ops. The result
+is checked with the ONNX checker and run once in ONNX Runtime; whether it computes what the torch
+model computes on real photos is the ``parity`` stage's job.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ComposePreprocessingSpec", "ComposePreprocessingStage", "ImageSpec"]
+
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from edgepipe.errors import StageError
+from edgepipe.stages.base import (
+    ArtifactKind,
+    FieldError,
+    SingleInputSpec,
+    Stage,
+    StageContext,
+    register_stage,
+)
+from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx
+from edgepipe.stages.preprocess_graph import (
+    Preprocessing,
+    build_preprocessing,
+    join,
+    tensor_dims,
+)
+
+_OVERRIDES = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
+_BORDER = (
+    "crop_mode 'border' (resize the longer side, pad with the mean), which is not supported "
+    "yet: set crop_mode: center or squash on the compose-preprocessing stage"
+)
+
+
+class ImageSpec(BaseModel):
+    """The raw image the composed model takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layout: Literal["NHWC", "NCHW"] = Field(
+        default="NHWC", description="Dimension order: NHWC is how images are decoded."
+    )
+    dtype: Literal["uint8", "float32"] = Field(
+        default="uint8", description="Pixel type; float32 holds the same 0..255 values."
+    )
+    channels: Literal["RGB", "BGR"] = Field(
+        default="RGB", description="Channel order (BGR: as OpenCV decodes images)."
+    )
+    height: int | None = Field(None, ge=1, description="Fixed height (with width); unset: any.")
+    width: int | None = Field(None, ge=1, description="Fixed width (with height); unset: any.")
+    dynamic_batch: bool = Field(default=True, description="Make the batch dimension dynamic.")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ImageSpec:
+        if (self.height is None) != (self.width is None):
+            missing = "height" if self.height is None else "width"
+            raise FieldError(missing, "set both height and width, or neither (any image size)")
+        return self
+
+
+class ComposePreprocessingSpec(SingleInputSpec):
+    """Prepend image preprocessing (resize, centre crop, normalise) to an ONNX model."""
+
+    type: Literal["compose-preprocessing"] = Field(description="Stage type.")
+    image: ImageSpec = Field(
+        default_factory=ImageSpec, description="Layout, dtype, channel order and size of the image."
+    )
+    input_size: tuple[Literal[3], PositiveInt, PositiveInt] | None = Field(
+        default=None, description="Model input [3, height, width]; default: the data config's."
+    )
+    mean: tuple[float, float, float] | None = Field(
+        default=None, description="Per-channel mean (0..1 scale); default: the data config's."
+    )
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = Field(
+        default=None, description="Per-channel std (0..1 scale); default: the data config's."
+    )
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
+        default=None, description="Resize interpolation; default: the data config's."
+    )
+    crop_pct: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Centre-crop fraction (resize to size/crop_pct); default: the data config's.",
+    )
+    crop_mode: Literal["center", "squash", "border"] | None = Field(
+        default=None,
+        description="center: shorter side resize + centre crop; squash: both sides resized "
+        "(aspect not kept); border is not supported yet. Default: the data config's.",
+    )
+    antialias: bool = Field(
+        default=True,
+        description="Antialiased downscaling like PIL (needs opset 18; without it the "
+        "difference to timm's preprocessing grows).",
+    )
+    postprocess: Literal["none", "softmax", "topk"] = Field(
+        default="none",
+        description="Append softmax ('probabilities') or softmax + top-k ('scores', 'indices') "
+        "over the last axis of the model's first output.",
+    )
+    top_k: int = Field(default=5, ge=1, description="How many classes postprocess: topk keeps.")
+    input_name: str = Field(default="image", min_length=1, description="Name of the image input.")
+
+    @model_validator(mode="after")
+    def _top_k_needs_topk(self) -> ComposePreprocessingSpec:
+        if "top_k" in self.model_fields_set and self.postprocess != "topk":
+            raise FieldError("top_k", "applies only to 'postprocess: topk'")
+        return self
+
+
+@register_stage
+class ComposePreprocessingStage(Stage):
+    type = "compose-preprocessing"
+    spec_class = ComposePreprocessingSpec
+    version = 1
+    tools = ("onnx", "onnxruntime", "numpy")
+    input_kinds = (ArtifactKind.ONNX_MODEL,)
+    output = ArtifactKind.ONNX_MODEL
+    summary = "Bake resize, centre crop and normalisation into an ONNX model (raw image input)."
+
+    def preflight(self, spec: ComposePreprocessingSpec, recipe_dir: Path) -> list[str]:
+        problems = super().preflight(spec, recipe_dir)
+        return [*problems, f"it asks for {_BORDER}"] if spec.crop_mode == "border" else problems
+
+    def run(self, spec: ComposePreprocessingSpec, ctx: StageContext) -> dict[str, Any]:
+        import onnx
+
+        source = ctx.inputs[0]
+        # external weights stay on disk: the graph is edited, the data file copied as is
+        model = onnx.load(str(source.path / MODEL_FILE), load_external_data=False)
+        image_input, opset = _image_input(model)
+        pre = _resolve(spec, source.meta.get("data_config"), image_input, opset, ctx)
+        prep = build_preprocessing(pre, opset, model.ir_version, spec.input_name)
+        join(prep, model, image_input.name, spec.postprocess, spec.top_k)
+        target = ctx.out_dir / MODEL_FILE
+        _save(model, source.path, target)
+        del model, prep
+        _check(target, pre, spec.input_name)
+        ctx.log.info("composed: %s", ", ".join(f"{k}={v}" for k, v in pre.meta().items()))
+        meta = {**describe_onnx(target), "data_config": source.meta.get("data_config")}
+        meta.update(preprocessing=pre.meta(), postprocess=spec.postprocess)
+        if spec.postprocess == "topk":
+            meta["top_k"] = spec.top_k
+        return meta
+
+
+def _image_input(model: Any) -> tuple[Any, int]:
+    """The model's one image input, and its opset; refuses what the graph cannot feed."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset < 11:
+        raise StageError(
+            f"the model's opset is {opset}; compose-preprocessing needs 11 or newer "
+            "(18+ for antialiased resizing): export with opset: 18"
+        )
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(tensor_dims(inputs[0])) != 4:
+        found = ", ".join(f"{v.name} {tensor_dims(v)}" for v in inputs) or "none"
+        raise StageError(f"compose-preprocessing needs one [N, 3, H, W] image input; found {found}")
+    return inputs[0], opset
+
+
+def _effective_config(spec: ComposePreprocessingSpec, data_config: dict | None) -> dict:
+    """The input's data config with this stage's overrides, defaulted as timm defaults it."""
+    config = {**(data_config or {}), **spec.model_dump(include=set(_OVERRIDES), exclude_none=True)}
+    missing = [k for k in ("input_size", "mean", "std") if config.get(k) is None]
+    if missing:
+        raise StageError(
+            f"the input artifact has no data config with {', '.join(missing)}: set them on "
+            "this stage (or data_config on the load stage)"
+        )
+    # create_transform's own defaults; any crop_mode but squash/border is centre cropping
+    config["interpolation"] = config.get("interpolation") or "bilinear"
+    config["crop_pct"] = config.get("crop_pct") or 0.875
+    mode = config.get("crop_mode")
+    config["crop_mode"] = mode if mode in ("squash", "border") else "center"
+    return config
+
+
+def _resolve(
+    spec: ComposePreprocessingSpec, data_config: dict | None, value: Any, opset: int, ctx
+) -> Preprocessing:
+    config = _effective_config(spec, data_config)
+    if config["crop_mode"] == "border":
+        raise StageError(f"the model's data config says {_BORDER}")
+    if config["interpolation"] not in ("bilinear", "bicubic", "nearest"):
+        raise StageError(
+            f"interpolation '{config['interpolation']}' has no ONNX Resize equivalent: "
+            "set interpolation: bilinear, bicubic or nearest"
+        )
+    if config["crop_pct"] > 1:
+        raise StageError(f"crop_pct {config['crop_pct']} > 1 pads the image: set crop_pct <= 1")
+    crop = (int(config["input_size"][1]), int(config["input_size"][2]))
+    batch, output_dtype = _fit_model_input(value, crop, spec, ctx)
+    return Preprocessing(
+        crop_size=crop,
+        mean=tuple(float(v) for v in config["mean"]),
+        std=tuple(float(v) for v in config["std"]),
+        interpolation=config["interpolation"],
+        crop_pct=float(config["crop_pct"]),
+        crop_mode=config["crop_mode"],
+        antialias=_antialias(spec, config["interpolation"], opset, ctx),
+        **spec.image.model_dump(include={"layout", "dtype", "channels", "height", "width"}),
+        batch=batch,
+        output_dtype=output_dtype,
+    )
+
+
+def _antialias(spec: ComposePreprocessingSpec, interpolation: str, opset: int, ctx) -> bool:
+    # PIL's nearest does not antialias either, and ONNX allows antialias only for linear/cubic
+    if not spec.antialias or interpolation == "nearest":
+        return False
+    if opset < 18:
+        ctx.log.warning(
+            "the model's opset is %d: ONNX Resize has no antialias before opset 18, so "
+            "downscaling aliases and the residual vs timm's (PIL) preprocessing grows "
+            "(see README); export with opset 18 to avoid it",
+            opset,
+        )
+        return False
+    return True
+
+
+def _fit_model_input(value: Any, crop: tuple[int, int], spec, ctx) -> tuple[int | str, str]:
+    """The image's batch dimension and the dtype the model wants; refuses a size mismatch."""
+    from onnx import helper
+
+    dims = tensor_dims(value)
+    if isinstance(dims[1], int) and dims[1] != 3:
+        raise StageError(f"the model takes {dims[1]} channels; preprocessing makes RGB (3)")
+    if any(isinstance(d, int) and d != c for d, c in zip(dims[2:], crop, strict=True)):
+        raise StageError(
+            f"the model takes {dims[2]}x{dims[3]} images but the crop is {crop[0]}x{crop[1]}: "
+            f"set input_size: [3, {dims[2]}, {dims[3]}]"
+        )
+    dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+    if dtype not in ("float32", "float16", "float64"):
+        raise StageError(f"the model's input is {dtype}; preprocessing produces floats")
+    if isinstance(dims[0], int):
+        if spec.image.dynamic_batch:
+            ctx.log.warning(
+                "the model has a fixed batch of %d, so the image input has too "
+                "(export with dynamic_batch: true for a dynamic one)",
+                dims[0],
+            )
+        return dims[0], dtype
+    if not spec.image.dynamic_batch:
+        return 1, dtype
+    return (dims[0] if dims[0] != "?" else "batch"), dtype
+
+
+def _save(model: Any, source_dir: Path, target: Path) -> None:
+    """Write the graph; external weights are copied byte for byte, so their offsets hold."""
+    import onnx
+
+    for data in source_dir.glob(f"{MODEL_FILE}?*"):  # model.onnx.data, as every stage writes
+        shutil.copyfile(data, target.parent / data.name)
+    onnx.save(model, str(target))
+
+
+def _check(target: Path, pre: Preprocessing, input_name: str) -> None:
+    """ONNX checker (by path, so external weights are found), then one photo through ORT."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        onnx.checker.check_model(str(target))
+        session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+        outputs = session.run(None, {input_name: pre.feed(_photo())})
+    except Exception as exc:  # checker and ORT errors (Fail, InvalidArgument, ...) alike
+        first = str(exc).strip().splitlines()[0][:400]
+        raise StageError(f"the composed model is broken: {type(exc).__name__}: {first}") from None
+    if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
+        raise StageError("the composed model gives NaN/inf on a sample photo (is the input's?)")
+
+
+def _photo() -> Any:
+    """A real photo (skimage's cat, 300x451) when scikit-image is installed, else a gradient."""
+    import numpy as np
+
+    try:
+        from skimage.data import chelsea
+
+        return chelsea()
+    except ImportError:  # a test dependency only; any image proves that the graph runs
+        ramp = np.add.outer(np.arange(300), np.arange(451))[..., None] * [1, 2, 3]
+        return (ramp % 256).astype(np.uint8)

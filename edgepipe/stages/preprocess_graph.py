@@ -1,0 +1,299 @@
+"""timm's eval preprocessing as ONNX ops: raw image in, the model's normalised tensor out.
+
+The reference is ``timm.data.create_transform(**data_config, is_training=False)`` in timm 1.0.31
+(``transforms_imagenet_eval``), which works on PIL images:
+
+- ``center`` crop mode, square target: torchvision ``Resize(int)``; the shorter side becomes
+  ``scale = floor(size / crop_pct)``, the longer ``int(scale * long / short)`` (truncated);
+- ``center``, non-square target: timm ``ResizeKeepRatio``; each side is divided by
+  ``min(h / scale_h, w / scale_w)`` and ``round()``-ed (half to even);
+- ``squash``: both sides to ``floor(size / crop_pct)``;
+- then ``CenterCrop`` (top = ``round((h - crop_h) / 2)``), ``ToTensor`` (/255), ``Normalize``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Preprocessing", "append_postprocess", "build_preprocessing", "join", "tensor_dims"]
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgepipe.errors import StageError
+
+OUTPUT = "preprocess/tensor"  # the preprocessing graph's output: the model's input once joined
+
+_FLOAT, _INT64, _DOUBLE = 1, 7, 11  # onnx.TensorProto values; onnx is imported lazily
+_FLOATS = {"float32": _FLOAT, "float16": 10, "float64": _DOUBLE}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything the graph does, resolved: the raw image's format and timm's eval transform."""
+
+    crop_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    crop_mode: str = "center"
+    antialias: bool = True
+    layout: str = "NHWC"
+    dtype: str = "uint8"
+    channels: str = "RGB"
+    height: int | None = None
+    width: int | None = None
+    batch: int | str = "batch"
+    output_dtype: str = "float32"
+
+    @property
+    def scale_size(self) -> tuple[int, ...]:
+        """timm's resize target per side: ``floor(size / crop_pct)``."""
+        return tuple(math.floor(size / self.crop_pct) for size in self.crop_size)
+
+    def resized(self, height: int, width: int) -> tuple[int, int]:
+        """Size an image of ``height`` x ``width`` is resized to, computed as timm does."""
+        sh, sw = self.scale_size
+        if self.crop_mode == "squash":
+            return sh, sw
+        if sh == sw:  # torchvision's shorter-side resize; the longer side is truncated
+            short = min(height, width)
+            return int(sh * height / short), int(sh * width / short)
+        ratio = min(height / sh, width / sw)
+        return round(height / ratio), round(width / ratio)
+
+    def crop_start(self, height: int, width: int) -> tuple[int, ...]:
+        """Top-left corner of torchvision's ``CenterCrop`` in a resized image."""
+        return tuple(
+            int(round((s - c) / 2.0)) for s, c in zip((height, width), self.crop_size, strict=True)
+        )
+
+    def feed(self, photo: Any, batch: int = 1) -> Any:
+        """An RGB uint8 HWC photo as this graph's input: fixed sizes get a nearest-neighbour
+        resize (so any photo fits), then channel order, layout, batch and dtype."""
+        import numpy as np
+
+        if self.height is not None:
+            photo = photo[np.linspace(0, photo.shape[0] - 1, self.height).round().astype(int)]
+            photo = photo[:, np.linspace(0, photo.shape[1] - 1, self.width).round().astype(int)]
+        if self.channels == "BGR":
+            photo = photo[..., ::-1]
+        if self.layout == "NCHW":
+            photo = photo.transpose(2, 0, 1)
+        batch = self.batch if isinstance(self.batch, int) else batch
+        return np.ascontiguousarray(np.repeat(photo[None], batch, axis=0)).astype(self.dtype)
+
+    def meta(self) -> dict[str, Any]:
+        """JSON description for the artifact; tells downstream stages how to feed the model."""
+        meta = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        sh, sw = self.scale_size
+        shorter_side = self.crop_mode == "center" and sh == sw
+        meta["resize_size"] = sh if shorter_side else [sh, sw]
+        del meta["batch"], meta["output_dtype"]  # the ONNX input and model describe these
+        return meta
+
+
+class _Builder:
+    """Collects nodes and constants; every name is prefixed so the graph joins any model."""
+
+    def __init__(self, prefix: str = "preprocess/"):
+        self.prefix, self.nodes, self.constants = prefix, [], []
+
+    def const(self, values: Any, dtype: str = "int64") -> str:
+        import numpy as np
+        from onnx import numpy_helper
+
+        name = f"{self.prefix}const_{len(self.constants)}"
+        self.constants.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        name = f"{self.prefix}{op_type}_{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=name, **attrs))
+        return name
+
+
+def build_preprocessing(
+    pre: Preprocessing, opset: int = 18, ir_version: int | None = None, input_name: str = "image"
+) -> Any:
+    """The preprocessing alone as an ONNX model: raw image in, normalised [N, 3, H, W] out."""
+    from onnx import TensorProto, helper
+
+    g = _Builder()
+    x = input_name
+    if pre.dtype == "uint8":
+        x = g.op("Cast", x, to=TensorProto.FLOAT)
+    if pre.layout == "NHWC":
+        x = g.op("Transpose", x, perm=[0, 3, 1, 2])
+    x = _resize_and_crop(g, x, pre, opset)
+    if pre.channels == "BGR":
+        x = g.op("Gather", x, g.const([2, 1, 0]), axis=1)
+    _normalise(g, x, pre)
+    g.nodes[-1].output[0] = OUTPUT
+    spatial = [pre.height or "height", pre.width or "width"]
+    shape = [pre.batch, *spatial, 3] if pre.layout == "NHWC" else [pre.batch, 3, *spatial]
+    image = helper.make_tensor_value_info(
+        input_name, TensorProto.UINT8 if pre.dtype == "uint8" else _FLOAT, shape
+    )
+    tensor = helper.make_tensor_value_info(
+        OUTPUT, _FLOATS[pre.output_dtype], [pre.batch, 3, *pre.crop_size]
+    )
+    graph = helper.make_graph(g.nodes, "preprocess", [image], [tensor], g.constants)
+    opsets = [helper.make_opsetid("", opset)]
+    ir_version = ir_version or helper.find_min_ir_version_for(opsets)
+    return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
+
+
+def _resize_and_crop(g: _Builder, x: str, pre: Preprocessing, opset: int) -> str:
+    crop = list(pre.crop_size)
+    if pre.height is not None or pre.crop_mode == "squash":  # sizes known: fold to constants
+        size = pre.resized(pre.height or 1, pre.width or 1)
+        start = pre.crop_start(*size)
+        sizes, starts = g.const(size), g.const(start)
+        ends = g.const([s + c for s, c in zip(start, crop, strict=True)])
+    else:
+        hw = g.op("Slice", g.op("Shape", x), g.const([2]), g.const([4]))
+        sizes = _dynamic_size(g, hw, pre)
+        offset = g.op("Cast", g.op("Sub", sizes, g.const(crop)), to=_FLOAT)
+        # ONNX Round is half-to-even, like the Python round() in torchvision's CenterCrop
+        half = g.op("Round", g.op("Div", offset, g.const(2.0, "float32")))
+        starts = g.op("Cast", half, to=_INT64)
+        ends = g.op("Add", starts, g.const(crop))
+    x = _resize(g, x, sizes, pre, opset)
+    return g.op("Slice", x, starts, ends, g.const([2, 3]))
+
+
+def _dynamic_size(g: _Builder, hw: str, pre: Preprocessing) -> str:
+    sh, sw = pre.scale_size
+    if sh == sw:  # int(S * side / short): integer division of positive ints is exact
+        short = g.op("ReduceMin", hw, keepdims=1)
+        return g.op("Div", g.op("Mul", hw, g.const([sh])), short)
+    # ResizeKeepRatio does this in Python floats: float64 gives the same bits, and ONNX
+    # Round rounds half to even like round()
+    hw64 = g.op("Cast", hw, to=_DOUBLE)
+    ratio = g.op("ReduceMin", g.op("Div", hw64, g.const([sh, sw], "float64")), keepdims=1)
+    return g.op("Cast", g.op("Round", g.op("Div", hw64, ratio)), to=_INT64)
+
+
+def _resize(g: _Builder, x: str, sizes: str, pre: Preprocessing, opset: int) -> str:
+    """Resize like PIL: its filters sample at pixel centres ((x + 0.5) * scale: half_pixel),
+    skip taps outside the image and renormalise the rest (exclude_outside=1), widen when
+    downscaling (antialias=1), and its bicubic uses a = -0.5."""
+    if pre.interpolation == "nearest":
+        return _nearest(g, x, sizes)
+    attrs: dict[str, Any] = {"coordinate_transformation_mode": "half_pixel", "mode": "linear"}
+    if pre.interpolation == "bicubic":
+        attrs.update(mode="cubic", cubic_coeff_a=-0.5)
+    if pre.antialias:
+        if opset < 18:
+            raise ValueError("Resize has no antialias before opset 18: set antialias=False")
+        attrs["antialias"] = 1
+    if pre.antialias or pre.interpolation == "bicubic":  # ORT refuses it for plain linear
+        attrs["exclude_outside"] = 1
+    if opset >= 18:
+        attrs["axes"] = [2, 3]
+    else:  # no axes before opset 18: sizes covers every dim
+        batch_channels = g.op("Slice", g.op("Shape", x), g.const([0]), g.const([2]))
+        sizes = g.op("Concat", batch_channels, sizes, axis=0)
+    # opsets 11-12 require the roi and scales inputs, empty when sizes is given
+    unused = "" if opset >= 13 else g.const([], "float32")
+    x = g.op("Resize", x, unused, unused, sizes, **attrs)
+    # PIL resamples uint8 images: round and clip like it does, so bicubic overshoot is cut
+    return g.op("Clip", g.op("Round", x), g.const(0.0, "float32"), g.const(255.0, "float32"))
+
+
+def _nearest(g: _Builder, x: str, sizes: str) -> str:
+    """PIL's nearest (ImagingScaleAffine) takes pixel int(p), p summed from s/2 in float64
+    steps of s = in/out. Resize (nearest) breaks the many exact ties its own way (6-20% of
+    pixels differ at 512->224), so gather instead: CumSum adds in PIL's order, same bits."""
+    shape = g.op("Shape", x)
+    for axis in (2, 3):
+        n_in = g.op("Cast", g.op("Slice", shape, g.const([axis]), g.const([axis + 1])), to=_DOUBLE)
+        n_out = g.op("Slice", sizes, g.const([axis - 2]), g.const([axis - 1]))
+        step = g.op("Div", n_in, g.op("Cast", n_out, to=_DOUBLE))
+        rest = g.op("Expand", step, g.op("Sub", n_out, g.const([1])))
+        steps = g.op("Concat", g.op("Mul", step, g.const([0.5], "float64")), rest, axis=0)
+        position = g.op("CumSum", steps, g.const(0))
+        x = g.op("Gather", x, g.op("Cast", g.op("Floor", position), to=_INT64), axis=axis)
+    return x
+
+
+def _normalise(g: _Builder, x: str, pre: Preprocessing) -> str:
+    # ToTensor then Normalize, op for op: equal pixels give bit-equal floats
+    x = g.op("Div", x, g.const(255.0, "float32"))
+    x = g.op("Sub", x, g.const([[[m]] for m in pre.mean], "float32"))
+    x = g.op("Div", x, g.const([[[s]] for s in pre.std], "float32"))
+    if pre.output_dtype != "float32":  # e.g. a float16 model
+        x = g.op("Cast", x, to=_FLOATS[pre.output_dtype])
+    return x
+
+
+def join(prep: Any, model: Any, model_input: str, postprocess: str, top_k: int) -> None:
+    """Feed ``prep``'s output into ``model``'s input (in place) and append the post-processing;
+    the model's output names stay, so do its tensors' external-data references."""
+    import onnx
+
+    try:
+        graph = onnx.compose.merge_graphs(
+            prep.graph, model.graph, io_map=[(OUTPUT, model_input)], name=model.graph.name
+        )
+    except ValueError as exc:  # a name both graphs use, e.g. a model input called 'image'
+        raise StageError(
+            f"cannot join the preprocessing to the model: {str(exc).splitlines()[0]}; "
+            "set input_name to a name the model does not use"
+        ) from None
+    append_postprocess(graph, postprocess, top_k)
+    # merge_graphs copied the model's tensors: drop the originals before taking the copy
+    model.graph.Clear()
+    model.graph.CopyFrom(graph)
+
+
+def tensor_dims(value: Any) -> list[int | str]:
+    """A value's shape; symbolic dims by name ('?' when unnamed)."""
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value.type.tensor_type.shape.dim
+    ]
+
+
+def append_postprocess(graph: Any, kind: str, top_k: int = 5) -> None:
+    """Softmax (``probabilities``), or softmax + top-k (``scores``, ``indices``), over the last
+    axis of the graph's first output, which they replace; other outputs stay as they are."""
+    if kind == "none":
+        return
+    from onnx import TensorProto, helper
+
+    first, rest = graph.output[0], list(graph.output[1:])
+    tensor, dims = first.type.tensor_type, tensor_dims(first)
+    _check_postprocess(graph, dims, kind, top_k)
+    probabilities = "probabilities" if kind == "softmax" else "postprocess/probabilities"
+    # axis=-1 is the last axis at every opset (before 13 too: it coerces to [rest, last])
+    graph.node.append(
+        helper.make_node("Softmax", [first.name], [probabilities], "postprocess/Softmax", axis=-1)
+    )
+    outputs = [helper.make_tensor_value_info(probabilities, tensor.elem_type, dims)]
+    if kind == "topk":
+        graph.initializer.append(helper.make_tensor("postprocess/k", _INT64, [1], [top_k]))
+        topk = [probabilities, "postprocess/k"]
+        graph.node.append(helper.make_node("TopK", topk, ["scores", "indices"], "postprocess/TopK"))
+        shape = [*dims[:-1], top_k]
+        outputs = [
+            helper.make_tensor_value_info("scores", tensor.elem_type, shape),
+            helper.make_tensor_value_info("indices", TensorProto.INT64, shape),
+        ]
+    del graph.output[:]
+    graph.output.extend([*outputs, *rest])
+
+
+def _check_postprocess(graph: Any, dims: list, kind: str, top_k: int) -> None:
+    if not dims:
+        raise StageError(
+            "postprocess needs a class axis, but the model's first output "
+            f"'{graph.output[0].name}' has no known shape; set postprocess: none"
+        )
+    if kind == "topk" and isinstance(dims[-1], int) and top_k > dims[-1]:
+        raise StageError(f"top_k is {top_k} but the model has {dims[-1]} classes")
+    if taken := {o.name for o in graph.output} & {"probabilities", "scores", "indices"}:
+        raise StageError(f"the model already has output(s) {sorted(taken)}; set postprocess: none")
