@@ -59,8 +59,10 @@ DEFAULTS: dict[str, Thresholds] = {
     "fp32": Thresholds(
         min_cosine=0.9999, max_mean_rel_error=1e-3, min_top1_agreement=0.99, min_top5_overlap=0.95
     ),
+    # correct compositions measured >= 0.99997 on eight families; ImageNet mean/std forced on
+    # CLIP-normalised eva02 gave 0.9979 with random weights: the gate sits between the two
     "composed": Thresholds(
-        min_cosine=0.99, max_mean_rel_error=0.1, min_top1_agreement=0.9, min_top5_overlap=0.8
+        min_cosine=0.9995, max_mean_rel_error=0.02, min_top1_agreement=0.95, min_top5_overlap=0.9
     ),
     "fp16": Thresholds(
         min_cosine=0.999, max_mean_rel_error=0.02, min_top1_agreement=0.95, min_top5_overlap=0.9
