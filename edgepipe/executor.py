@@ -13,6 +13,7 @@ import importlib.util
 import multiprocessing
 import resource
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from typing import Any
 from edgepipe.errors import EdgepipeError, StageError
 
 _HEAVY = ("torch", "timm", "onnx", "onnxruntime", "openvino")
+# The forkserver reaps with waitpid(-1) and warns about pids it did not fork itself (a stage's
+# own subprocesses): harmless, and noise on the user's terminal.
+warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")
 _MAX_LOG_LINES = 5000
 
 
@@ -46,7 +50,7 @@ def _mp_context(preload: list[str]):
         _context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
             # an explicit list also keeps the forkserver from re-running our __main__
-            _context.set_forkserver_preload(["edgepipe.stages", *preload])
+            _context.set_forkserver_preload(["edgepipe.executor", "edgepipe.stages", *preload])
     return _context
 
 

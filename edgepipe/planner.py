@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["Planner", "StagePlan"]
+__all__ = ["Planner", "StagePlan", "index_name"]
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,13 @@ from edgepipe.env import tool_versions
 from edgepipe.graph import PipelineGraph
 
 Status = Literal["cached", "run", "blocked"]
+
+
+def index_name(stage_id: str) -> str:
+    """A matrix id like onnx[resnet50,int8] as a plain file name for the cache's run index."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stage_id)
+
+
 log = logging.getLogger(__name__)
 
 
@@ -102,7 +110,7 @@ class Planner:
         if stage_id in self.force:
             plan.reasons = ["--force"]
         else:
-            previous = self.cache.last_key_document(self.graph.recipe.name, stage_id)
+            previous = self.cache.last_key_document(self.graph.recipe.name, index_name(stage_id))
             plan.reasons = explain(previous, plan.key_document, spec.input_ids())
         return plan
 

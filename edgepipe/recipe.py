@@ -13,11 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraint
 
 from edgepipe import stages as _stages  # noqa: F401  (registers every stage type)
 from edgepipe.errors import RecipeError, RecipeIssue
+from edgepipe.matrix import expand_matrix
 from edgepipe.stages.base import FieldError, registered_stages
 from edgepipe.yaml_lines import DuplicateKeyError, KeyNotScalarError, LineMap, load_with_lines
 
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"
-StageId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+# ids a matrix expansion makes carry the cell: onnx[resnet50,int8]
+EXPANDED_ID_PATTERN = r"^[A-Za-z0-9_-]+(\[[A-Za-z0-9_.,=-]+\])?$"
+StageId = Annotated[str, StringConstraints(pattern=EXPANDED_ID_PATTERN)]
+Name = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 AnyStageSpec = Annotated[
     Union[tuple(stage.spec_class for stage in registered_stages().values())],  # noqa: UP007
     Field(discriminator="type"),
@@ -30,11 +34,17 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", title="edgepipe recipe")
 
     version: Literal[1] = Field(description="Recipe format version. Only 1 exists.")
-    name: StageId = Field(
+    name: Name = Field(
         description="Recipe name: names the output folder build/<name>/ and the cache index. "
         "Letters, digits, '_' and '-' only."
     )
     description: str = Field(default="", description="Free text for humans.")
+    matrix: dict[str, list[str | int | float]] | None = Field(
+        default=None,
+        description="Axes to repeat stages over, e.g. {model: [resnet50, efficientnet_lite0]}: "
+        "a stage mentioning ${model} (or fed by one that does) runs once per value, as "
+        'id[value]; `inputs: ["onnx[*]"]` collects every cell.',
+    )
     stages: dict[StageId, AnyStageSpec] = Field(
         min_length=1,
         description="Stage id → stage spec. Ids are letters, digits, '_' and '-'; they are what "
@@ -98,6 +108,7 @@ def parse_recipe(text: str, path: Path | None = None) -> Recipe:
                 )
             ],
         )
+    data = expand_matrix(data, lines, path)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:

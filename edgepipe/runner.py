@@ -25,7 +25,7 @@ from edgepipe.executor import (
     start_server,
 )
 from edgepipe.graph import PipelineGraph
-from edgepipe.planner import Planner, StagePlan
+from edgepipe.planner import Planner, StagePlan, index_name
 from edgepipe.run_results import (
     RunObserver,
     RunResult,
@@ -149,7 +149,9 @@ class Runner:
             )
             self.observer.stage_finished(result)
             return result
-        self.cache.record_key_document(self.graph.recipe.name, plan.stage_id, plan.key_document)
+        self.cache.record_key_document(
+            self.graph.recipe.name, index_name(plan.stage_id), plan.key_document
+        )
         known[plan.stage_id] = record.output_digest
         self._materialize(plan.stage_id, record.output_digest)
         result = StageResult(
@@ -189,7 +191,7 @@ class Runner:
 
     def _build(self, plan: StagePlan) -> ActionRecord:
         stage, spec = self.graph.stage(plan.stage_id), self.graph.spec(plan.stage_id)
-        workdir = self.cache.new_workdir(plan.stage_id)
+        workdir = self.cache.new_workdir(index_name(plan.stage_id))
         out = workdir / "out"
         out.mkdir()
         started = time.perf_counter()

@@ -41,9 +41,18 @@ class LineMap:
     def __init__(self, lines: dict[KeyPath, int]):
         self._lines = lines
         self._prefixes = set(lines)
+        self._aliases: dict[KeyPath, KeyPath] = {}
+
+    def alias(self, made: KeyPath, written: KeyPath) -> None:
+        """Report ``made`` (e.g. an expanded matrix stage) at the lines of ``written``."""
+        self._aliases[tuple(made)] = tuple(written)
 
     def line_of(self, path: KeyPath) -> int | None:
         path = tuple(path)
+        for made, written in self._aliases.items():
+            if path[: len(made)] == made:
+                path = written + path[len(made) :]
+                break
         if path not in self._lines:  # a key parsed as int/bool is stored as its YAML text
             path = tuple(
                 str(p) if (*path[:i], str(p)) in self._prefixes else p for i, p in enumerate(path)
