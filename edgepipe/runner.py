@@ -265,7 +265,13 @@ class Runner:
         return f"{type(exc).__name__}: {first} (traceback: {log_file})"
 
     def _materialize(self, stage_id: str, digest: str) -> None:
-        self.cache.materialize_tree(digest, self.out_dir / stage_id)
+        self.cache.materialize_tree(digest, self.out_dir / stage_id, copy_if=_private_copy)
+
+
+def _private_copy(path: str) -> bool:
+    """ONNX external-data files must be copies: onnx and ONNX Runtime refuse a weights file with
+    several hard links (a guard against hard-link attacks), so it cannot share the cache's."""
+    return path.endswith(".data")
 
 
 def _memory_budget_gb() -> float:

@@ -179,3 +179,20 @@ def test_kill_during_export_then_rerun_completes(workspace):
 
 def _entries(directory):
     return list(directory.iterdir()) if directory.is_dir() else []
+
+
+def test_external_data_flows_through_simplify_and_parity(workspace):
+    recipe = workspace.recipe("""
+        version: 1
+        name: external
+        stages:
+          model: {type: load, name: test_vit}
+          onnx: {type: export, input: model, exporter: torchscript, external_data: always}
+          simple: {type: simplify, input: onnx}
+          check: {type: parity, input: simple}
+    """)
+    result = workspace.cli("run", str(recipe))
+    assert result.returncode == 0, result.stderr
+    data = workspace.out / "simple" / "model.onnx.data"
+    # onnx and ONNX Runtime refuse external data with several hard links: it must be a copy
+    assert data.is_file() and data.stat().st_nlink == 1

@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edgepipe.cache import _tree
@@ -107,12 +108,15 @@ class ContentStore(CacheLayout):
         """Return the total size in bytes of the files of a stored tree."""
         return sum(entry.size for entry in self.read_manifest(tree_digest))
 
-    def materialize_tree(self, tree_digest: str, dest: Path) -> None:
+    def materialize_tree(
+        self, tree_digest: str, dest: Path, copy_if: Callable[[str], bool] | None = None
+    ) -> None:
         """Make ``dest`` a directory holding exactly the files of a stored tree.
 
         Files are hard links to the (read-only) objects where possible, else copies. The tree is
         built beside ``dest`` and swapped in, so readers never see a half-populated directory;
-        whatever was at ``dest`` before is removed.
+        whatever was at ``dest`` before is removed. ``copy_if(path)`` forces a private copy
+        of a file (ONNX refuses external-data files with more than one hard link).
 
         Raises:
             CacheCorruptError: The manifest or one of its objects is missing or invalid.
@@ -126,19 +130,19 @@ class ContentStore(CacheLayout):
         staging.mkdir()
         try:
             for entry in entries:
-                self._place(entry, staging / entry.path)
+                self._place(entry, staging / entry.path, bool(copy_if and copy_if(entry.path)))
             _tree.swap_into_place(staging, target)
         except BaseException:
             remove_any(staging)
             raise
         logger.debug("materialised tree %s at %s", tree_digest, target)
 
-    def _place(self, entry: ManifestEntry, target: Path) -> None:
+    def _place(self, entry: ManifestEntry, target: Path, copy: bool = False) -> None:
         source = self.object_path(entry.digest)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             # A hard link shares the object's read-only mode, so executables are copied.
-            if entry.executable or not _tree.link_if_possible(source, target):
+            if copy or entry.executable or not _tree.link_if_possible(source, target):
                 shutil.copyfile(source, target)
                 os.chmod(target, 0o755 if entry.executable else 0o644)
         except FileNotFoundError:
