@@ -7,8 +7,9 @@ __all__ = ["cache_app"]
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from edgepipe.cli_common import CacheOpt, err, open_cache, out
+from edgepipe.cli_common import CacheOpt, RemoteOpt, err, open_cache, open_remote, out
 from edgepipe.errors import ExitCode
 
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the artifact cache.")
@@ -30,14 +31,20 @@ def cache_ls(cache: CacheOpt = None) -> None:
 
 
 @cache_app.command("verify")
-def cache_verify(cache: CacheOpt = None) -> None:
-    """Re-hash every object and check every record; exit non-zero on corruption."""
-    problems = open_cache(cache).verify()
+def cache_verify(cache: CacheOpt = None, remote: RemoteOpt = None) -> None:
+    """Re-hash every object and check every record; exit 5 on corruption.
+
+    With --remote (or $EDGEPIPE_REMOTE), the remote cache is verified instead.
+    """
+    store = open_cache(cache)
+    target = open_remote(remote, store) or store
+    problems = target.verify()
     for problem in problems:
-        err.print(f"[red]corrupt[/]: {problem}")
+        err.print(f"[red]corrupt[/]: {escape(problem)}")
     if problems:
         raise typer.Exit(ExitCode.CACHE_CORRUPT)
-    out.print("[green]ok[/]: cache verified, nothing corrupt")
+    where = f"remote cache {remote}" if remote else "cache"
+    out.print(f"[green]ok[/]: {where} verified, nothing corrupt")
 
 
 @cache_app.command("gc")

@@ -40,6 +40,8 @@ def test_second_runner_rebuilds_nothing(workspace, tmp_path):
     assert (workspace.out / "simple" / "model.onnx").is_file()
     print(f"runner A (builds): {first_seconds:.1f} s; runner B (pulls): {second_seconds:.1f} s")
     assert workspace.cli("cache", "verify").returncode == 0
+    remote_verify = workspace.cli("cache", "verify", "--remote", remote)
+    assert remote_verify.returncode == 0 and "remote cache" in remote_verify.stdout
 
 
 def test_unreachable_remote_falls_back_to_local(workspace):

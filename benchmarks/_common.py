@@ -1,0 +1,30 @@
+"""Helpers shared by the project benchmarks: run the real CLI on a recipe in a scratch cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def edgepipe(*args: str, cache: Path, cwd: Path, check: bool = True) -> tuple[float, str]:
+    """Run ``edgepipe ARGS``; returns (wall seconds, stdout)."""
+    env = {**os.environ, "EDGEPIPE_CACHE": str(cache)}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "edgepipe", *args], env=env, cwd=cwd, capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - started
+    if check and result.returncode != 0:
+        sys.exit(f"edgepipe {' '.join(args)} failed:\n{result.stderr}")
+    return elapsed, result.stdout
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""Does the benchmark stage agree with OpenVINO's own benchmark_app on the same IR?
+
+    .venv/bin/python benchmarks/openvino_vs_benchmark_app.py [--model resnet50] [--seconds 20]
+
+Same IR, device CPU, latency hint, batch 1, same thread count; prints both medians and whether
+they agree within ±15 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import edgepipe, table
+
+RECIPE = """
+version: 1
+name: ov-check
+stages:
+  model: {{type: load, name: {model}}}
+  onnx: {{type: export, input: model}}
+  ov: {{type: convert-openvino, input: onnx, input_shape: [1, 3, {size}, {size}]}}
+  bench: {{type: benchmark, inputs: [ov], threads: {threads}, max_seconds: {seconds},
+          openvino: {{device: CPU, hint: latency}}}}
+"""
+
+
+def benchmark_app_median(xml: Path, threads: int, seconds: int) -> float:
+    tool = shutil.which("benchmark_app", path=str(Path(sys.executable).parent))
+    if tool is None:
+        sys.exit("benchmark_app not found (it ships with the openvino package)")
+    result = subprocess.run(
+        [
+            tool,
+            "-m",
+            str(xml),
+            "-d",
+            "CPU",
+            "-hint",
+            "latency",
+            "-nthreads",
+            str(threads),
+            "-t",
+            str(seconds),
+            "-b",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"Median:\s+([\d.]+)\s*ms", result.stdout)
+    if not match:
+        sys.exit(f"could not read benchmark_app's median:\n{result.stdout[-2000:]}")
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        recipe = root / "ov.yaml"
+        recipe.write_text(
+            RECIPE.format(
+                model=args.model, size=args.size, threads=args.threads, seconds=args.seconds
+            )
+        )
+        edgepipe(
+            "run",
+            str(recipe),
+            "--no-lock",
+            "--out",
+            str(root / "out"),
+            cache=root / "cache",
+            cwd=root,
+        )
+        report = json.loads((root / "out" / "bench" / "benchmark.json").read_text())
+        ours = next(r for r in report["rows"] if r["label"] == "ov")["p50_ms"]
+        theirs = benchmark_app_median(root / "out" / "ov" / "model.xml", args.threads, args.seconds)
+    ratio = ours / theirs
+    verdict = "agree" if abs(ratio - 1) <= 0.15 else "DISAGREE"
+    print(
+        table(
+            ["tool", "median / p50 ms"],
+            [["edgepipe benchmark", f"{ours:.2f}"], ["benchmark_app", f"{theirs:.2f}"]],
+        )
+    )
+    print(
+        f"\n{args.model}, CPU, latency hint, {args.threads} threads: ratio {ratio:.3f} "
+        f"({verdict} within ±15 %)"
+    )
+
+
+if __name__ == "__main__":
+    main()
