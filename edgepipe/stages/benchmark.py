@@ -125,11 +125,25 @@ class BenchmarkStage(Stage):
             return (ArtifactKind.TORCH_MODEL,)
         return (*_RUNNABLE, ArtifactKind.REPORT)
 
+    def preflight(self, spec: BenchmarkSpec, recipe_dir: Path) -> list[str]:
+        problems = super().preflight(spec, recipe_dir)
+        gpu_providers = [p for p in spec.onnxruntime_providers if p != "CPUExecutionProvider"]
+        if gpu_providers:
+            from edgepipe.gpu import gpu_problems
+
+            problems += gpu_problems(need_tensorrt="TensorrtExecutionProvider" in gpu_providers)
+        return problems
+
     def key_extra(self, spec: BenchmarkSpec) -> dict[str, Any]:
         from edgepipe.env import machine_fingerprint
 
         # timings belong to a machine, and the table is labelled with the stage ids
-        return {"machine": machine_fingerprint(), "labels": list(spec.inputs)}
+        extra = {"machine": machine_fingerprint(), "labels": list(spec.inputs)}
+        if any(p != "CPUExecutionProvider" for p in spec.onnxruntime_providers):
+            from edgepipe.gpu import gpu_fingerprint
+
+            extra["gpu"] = gpu_fingerprint()
+        return extra
 
     def run(self, spec: BenchmarkSpec, ctx: StageContext) -> dict[str, Any]:
         from edgepipe.stages._bench_measure import measure_all

@@ -13,7 +13,7 @@ from pydantic import Field
 from edgepipe.errors import StageError
 from edgepipe.stages.base import ArtifactKind, SingleInputSpec, Stage, StageContext, register_stage
 from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx
-from edgepipe.stages.torch_model import rebuild
+from edgepipe.stages.torch_model import input_only, rebuild
 
 # protobuf caps a single ONNX file at 2 GiB; leave headroom for the graph itself.
 _EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
@@ -75,27 +75,11 @@ class ExportStage(Stage):
         example = torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
         external = _use_external_data(spec, module)
         target = ctx.out_dir / MODEL_FILE
-        used = _export_with_fallback(_input_only(module), example, spec, target, external, ctx)
+        used = _export_with_fallback(input_only(module), example, spec, target, external, ctx)
         _check(target, spec)
         meta = describe_onnx(target)
         ctx.log.info("exported with the %s exporter at opset %s", used, meta["opset"])
         return {**meta, "exporter": used, "data_config": {**data_config, "input_size": size}}
-
-
-def _input_only(module):
-    """Wrap the model so forward takes only ``x``: the TorchScript exporter otherwise turns
-    forward()'s default arguments into graph inputs (timm eva02 fails on ``is_causal``)."""
-    import torch
-
-    class InputOnly(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner(x)
-
-    return InputOnly(module).eval()
 
 
 def _use_external_data(spec: ExportSpec, module) -> bool:

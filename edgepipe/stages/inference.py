@@ -113,6 +113,10 @@ def candidate_kinds() -> tuple[ArtifactKind, ...]:
 
 def open_candidate(artifact: Artifact) -> Candidate:
     """The runtime for an artifact, by its kind."""
+    if artifact.meta.get("execution_provider") == "TensorrtExecutionProvider":
+        from edgepipe.stages._cuda_io import GpuOnnxCandidate
+
+        return GpuOnnxCandidate(artifact)
     if artifact.kind not in _CANDIDATES:
         raise StageError(f"cannot run a {artifact.kind.value} artifact for verification")
     return _CANDIDATES[artifact.kind](artifact)

@@ -74,7 +74,7 @@ DEFAULTS: dict[str, Thresholds] = {
 _CLASS_GATES = ("min_top1_agreement", "min_top5_overlap")
 # INT8 ranges are calibrated on images: out-of-distribution random tensors saturate them, so
 # for INT8 the random inputs are reported but only the real images are gated.
-_GATED_INPUTS = {"int8": ("images",)}
+_GATED_INPUTS = {"int8": ("images",), "composed+int8": ("images",)}
 
 
 class ParitySpec(StageSpec):
@@ -100,12 +100,14 @@ class ParitySpec(StageSpec):
     max_images: int = Field(default=8, ge=0, description="Use at most this many images.")
     random_inputs: int = Field(default=4, ge=0, description="Seeded random inputs to add.")
     seed: int = Field(default=0, description="Seed for the random inputs.")
-    kind: Literal["auto", "fp32", "composed", "fp16", "int8"] = Field(
-        default="auto",
-        description=(
-            "Which default thresholds apply; "
-            "auto reads the artifact (precision, baked preprocessing)."
-        ),
+    kind: Literal["auto", "fp32", "composed", "fp16", "int8", "composed+fp16", "composed+int8"] = (
+        Field(
+            default="auto",
+            description=(
+                "Which default thresholds apply; "
+                "auto reads the artifact (precision, baked preprocessing)."
+            ),
+        )
     )
     thresholds: Thresholds = Field(
         default_factory=Thresholds, description=("Overrides of the default gates.")
@@ -257,12 +259,21 @@ def _kind(spec: ParitySpec, candidate) -> str:
     if spec.kind != "auto":
         return spec.kind
     if candidate.precision in ("int8", "fp16"):
-        return candidate.precision
+        # reduced precision with baked-in preprocessing: both sources of error apply
+        return f"composed+{candidate.precision}" if candidate.composed else candidate.precision
     return "composed" if candidate.composed else "fp32"
 
 
+def _loosest(kinds: list[str]) -> dict[str, float | None]:
+    """Per gate, the most permissive value among the kinds' defaults."""
+    dumps = [DEFAULTS[k].model_dump() for k in kinds]
+    return {
+        gate: (min if gate.startswith("min_") else max)(d[gate] for d in dumps) for gate in dumps[0]
+    }
+
+
 def _gates(kind: str, overrides: Thresholds, trained: bool) -> dict[str, float | None]:
-    gates = DEFAULTS[kind].model_dump()
+    gates = _loosest(kind.split("+"))
     if not trained:  # random weights: near-tied logits make arg-max flips meaningless
         gates.update(dict.fromkeys(_CLASS_GATES))
     gates.update(overrides.model_dump(exclude_none=True))

@@ -13,6 +13,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "data_config_of",
     "import_callable",
+    "input_only",
     "rebuild",
     "save_torch_model",
 ]
@@ -115,3 +116,20 @@ def data_config_of(module: Any, overrides: dict[str, Any]) -> dict[str, Any]:
         "crop_pct": float(config.get("crop_pct", 0.875)),
         "crop_mode": str(config.get("crop_mode", "center")),
     }
+
+
+def input_only(module: Any) -> Any:
+    """Wrap a model so forward takes only ``x``: exporters and tracers otherwise turn forward()'s
+    default arguments into graph inputs or constants (the legacy ONNX exporter fails on timm
+    eva02's ``is_causal`` that way)."""
+    import torch
+
+    class InputOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    return InputOnly(module).eval()

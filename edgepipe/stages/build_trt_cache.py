@@ -1,0 +1,299 @@
+"""``build-trt-cache``: TensorRT engines for an ONNX model, built on (and only for) this GPU.
+
+``onnxruntime``: ORT's TensorRT provider runs the model at each profile's min/opt/max shape,
+building the engine into ``trt_engines/`` and dumping ``model_ctx.onnx``, an EP-context model
+that loads it without a builder. ``native``: TensorRT writes ``model.plan`` (for trtexec), wrapped
+in the same kind of EP-context model. ``model.onnx`` stays as it came (ORT keys cached engines by
+its file name). Option names: ORT's TensorRT EP page, ``tensorrt_execution_provider_info.cc``."""
+
+from __future__ import annotations
+
+__all__ = ["BuildTrtCacheSpec", "BuildTrtCacheStage", "derive_profile", "trt_provider_options"]
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from edgepipe import gpu as _gpu
+from edgepipe.errors import StageError
+from edgepipe.stages.base import (
+    ArtifactKind,
+    FieldError,
+    SingleInputSpec,
+    Stage,
+    StageContext,
+    register_stage,
+)
+from edgepipe.stages.onnx_io import MODEL_FILE
+
+ENGINE_DIR, TIMING_DIR, CTX_FILE = "trt_engines", "trt_timing", "model_ctx.onnx"
+PLAN_FILE, METADATA_FILE, PROVIDER = "model.plan", "trt_metadata.json", "TensorrtExecutionProvider"
+_WHICH = ("min", "opt", "max")
+
+
+class ShapeRange(BaseModel):
+    """One input's optimisation profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: list[PositiveInt] = Field(description="Smallest shape the engine accepts.")
+    opt: list[PositiveInt] = Field(description="Shape TensorRT tunes its kernels for.")
+    max: list[PositiveInt] = Field(description="Largest shape the engine accepts.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ShapeRange:
+        if not len(self.min) == len(self.opt) == len(self.max):
+            raise ValueError("min, opt and max need the same number of dimensions")
+        if any(not a <= b <= c for a, b, c in zip(self.min, self.opt, self.max, strict=True)):
+            raise ValueError("each dimension needs min <= opt <= max")
+        return self
+
+
+class BuildTrtCacheSpec(SingleInputSpec):
+    """Build TensorRT engines for an ONNX model on this machine's GPU."""
+
+    type: Literal["build-trt-cache"] = Field(description="Stage type.")
+    engine: Literal["onnxruntime", "native"] = Field(
+        default="onnxruntime",
+        description="onnxruntime: ORT's TensorRT provider builds; native: TensorRT writes "
+        "model.plan (for trtexec).",
+    )
+    fp16: bool = Field(default=True, description="Allow FP16 kernels (trt_fp16_enable).")
+    int8: bool = Field(default=False, description="Allow INT8: needs QDQ or calibration_table.")
+    calibration_table: Path | None = Field(
+        default=None,
+        description="ONNX Runtime calibration table (calibration.flatbuffers) for an INT8 build "
+        "of a model without Q/DQ nodes; relative to the recipe.",
+    )
+    max_workspace_size: PositiveInt | None = Field(
+        default=None, description="Builder workspace limit in bytes; default: TensorRT's."
+    )
+    builder_optimization_level: int = Field(
+        default=3, ge=0, le=5, description="0-5: higher builds slower, may run faster; <3 is slow."
+    )
+    timing_cache: bool = Field(default=True, description="Keep TensorRT's timing cache too.")
+    device_id: int = Field(default=0, ge=0, description="CUDA device to build on.")
+    profiles: dict[str, ShapeRange] | None = Field(
+        default=None,
+        description="Optimisation profile per dynamic input; default: batch 1..max_batch "
+        "(opt 1), dynamic height/width over hw_range (opt: the data config's size).",
+    )
+    max_batch: PositiveInt = Field(default=8, description="Largest batch of the default profile.")
+    hw_range: tuple[PositiveInt, PositiveInt] = Field(
+        default=(64, 2048), description="[min, max] of dynamic height/width (default profile)."
+    )
+    ep_context: bool = Field(default=True, description="Write model_ctx.onnx (loads, no rebuild).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BuildTrtCacheSpec:
+        if self.calibration_table is not None and not self.int8:
+            raise FieldError("calibration_table", "applies only with int8: true")
+        if self.engine == "native" and self.calibration_table is not None:
+            raise FieldError("calibration_table", "engine: native builds INT8 from QDQ models only")
+        if self.hw_range[0] > self.hw_range[1]:
+            raise FieldError("hw_range", "needs min <= max")
+        return self
+
+    def file_fields(self) -> dict[str, Path]:
+        return {"calibration_table": self.calibration_table} if self.calibration_table else {}
+
+
+def trt_provider_options(
+    spec: BuildTrtCacheSpec, cache_dir: Path, profiles: dict[str, dict] | None = None
+) -> dict[str, str]:
+    """TensorRT provider options building into ``cache_dir``; profiles: {input: {min|opt|max}}.
+    Booleans are "True"/"False", which ORT's parse_string.h reads."""
+    options = {
+        "device_id": str(spec.device_id),
+        "trt_fp16_enable": str(spec.fp16),
+        "trt_int8_enable": str(spec.int8),
+        "trt_builder_optimization_level": str(spec.builder_optimization_level),
+        "trt_engine_cache_enable": "True",
+        # with an EP-context dump the cache path must be relative: the EP resolves it against
+        # the context model's folder and records it in the EPContext node
+        "trt_engine_cache_path": ENGINE_DIR if spec.ep_context else str(cache_dir / ENGINE_DIR),
+        "trt_timing_cache_enable": str(spec.timing_cache),
+    }
+    if spec.timing_cache:
+        options["trt_timing_cache_path"] = str(cache_dir / TIMING_DIR)
+    if spec.max_workspace_size:
+        options["trt_max_workspace_size"] = str(spec.max_workspace_size)
+    if spec.calibration_table is not None:  # a file name in the engine cache folder
+        options["trt_int8_calibration_table_name"] = spec.calibration_table.name
+    for which in _WHICH if profiles else ():  # "input:1x3x224x224,other:..."
+        options[f"trt_profile_{which}_shapes"] = ",".join(
+            f"{name}:{'x'.join(map(str, shapes[which]))}" for name, shapes in profiles.items()
+        )
+    if spec.ep_context:
+        options["trt_dump_ep_context_model"] = "True"
+        options["trt_ep_context_file_path"] = str(cache_dir / CTX_FILE)
+        options["trt_ep_context_embed_mode"] = "0"  # the engine stays a file beside the model
+    return options
+
+
+def derive_profile(
+    inputs_meta: list[dict[str, Any]],
+    data_config: dict[str, Any] | None,
+    max_batch: int,
+    hw_range: tuple[int, int] = (64, 2048),
+) -> dict[str, dict[str, list[int]]]:
+    """Default min/opt/max of every input with a dynamic dimension: batch (axis 0) 1/1/max_batch;
+    height/width of an image (NCHW, or NHWC if the last dim is 1/3/4) hw_range[0]/the data
+    config's size/hw_range[1]. Raises StageError for any other dynamic dimension."""
+    size = list((data_config or {}).get("input_size") or [3, 224, 224])[-2:]
+    profiles = {}
+    for value in inputs_meta:
+        dims = value["shape"]
+        if all(isinstance(d, int) for d in dims):
+            continue
+        nhwc = len(dims) == 4 and dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4)
+        spatial = ((1, 2) if nhwc else (2, 3)) if len(dims) == 4 else ()
+        triples = []
+        for axis, dim in enumerate(dims):
+            if isinstance(dim, int):
+                triples.append((dim, dim, dim))
+            elif axis == 0:
+                triples.append((1, 1, max_batch))
+            elif axis in spatial:
+                opt = min(max(size[spatial.index(axis)], hw_range[0]), hw_range[1])
+                triples.append((hw_range[0], opt, hw_range[1]))
+            else:
+                where = f"input '{value['name']}' dimension {axis} ('{dim}')"
+                raise StageError(f"{where} is neither batch nor height/width: set `profiles`")
+        profiles[value["name"]] = {w: [t[i] for t in triples] for i, w in enumerate(_WHICH)}
+    return profiles
+
+
+@register_stage
+class BuildTrtCacheStage(Stage):
+    type = "build-trt-cache"
+    spec_class = BuildTrtCacheSpec
+    version = 1
+    tools = ("onnx", "onnxruntime-gpu", "tensorrt")
+    input_kinds = (ArtifactKind.ONNX_MODEL,)
+    output = ArtifactKind.ONNX_MODEL
+    uses_gpu = True
+    summary = "Build TensorRT engines for this GPU (engine cache, EP-context model, timing cache)."
+
+    def tools_for(self, spec: BuildTrtCacheSpec) -> tuple[str, ...]:
+        # ONNX Runtime loads libnvinfer itself; TensorRT's Python package is the native builder's
+        return self.tools if spec.engine == "native" else ("onnx", "onnxruntime-gpu")
+
+    def key_extra(self, spec: BuildTrtCacheSpec) -> dict[str, Any]:
+        # an engine is valid only for the GPU, driver, CUDA and TensorRT that built it
+        return {"gpu": _gpu.gpu_fingerprint(spec.device_id)}
+
+    def preflight(self, spec: BuildTrtCacheSpec, recipe_dir: Path) -> list[str]:
+        gpu = _gpu.gpu_problems(need_tensorrt=True, device_id=spec.device_id)
+        return [*super().preflight(spec, recipe_dir), *gpu]
+
+    def run(self, spec: BuildTrtCacheSpec, ctx: StageContext) -> dict[str, Any]:
+        source, out = ctx.inputs[0], ctx.out_dir
+        for produced in source.path.glob(f"{MODEL_FILE}*"):  # model.onnx and its .data
+            shutil.copyfile(produced, out / produced.name)
+        (out / ENGINE_DIR).mkdir()
+        if table := spec.calibration_table:  # ORT reads it from the engine cache folder
+            shutil.copyfile(ctx.resolve(table), out / ENGINE_DIR / table.name)
+        profiles = _profiles(spec, source.meta)
+        _check_int8(spec, out / MODEL_FILE)
+        if spec.timing_cache:
+            (out / TIMING_DIR).mkdir()
+        if spec.engine == "native":
+            _build_native(spec, out, profiles, source.meta)
+        else:
+            from edgepipe.stages._cuda_io import build_engines
+
+            options = trt_provider_options(spec, out, profiles)
+            build_engines(out / MODEL_FILE, options, profiles, ctx.log)
+        if spec.ep_context and not (out / CTX_FILE).is_file():
+            ctx.log.warning("ONNX Runtime wrote no EP-context model; the engine cache remains")
+        runtime = spec.model_copy(update={"ep_context": False, "timing_cache": False})
+        trt = {
+            "engine": spec.engine,
+            "device_id": spec.device_id,
+            "profiles": profiles,
+            "engine_cache": ENGINE_DIR,
+            "timing_cache": TIMING_DIR if spec.timing_cache else None,
+            "ep_context_model": CTX_FILE if (out / CTX_FILE).is_file() else None,
+            "plan": PLAN_FILE if spec.engine == "native" else None,
+            "runtime_options": trt_provider_options(runtime, Path("."), profiles),
+            "gpu": _gpu.gpu_fingerprint(spec.device_id),
+            "onnxruntime": _gpu.onnxruntime_build()["version"],
+        }
+        precision = "int8" if spec.int8 else "fp16" if spec.fp16 else "fp32"
+        report = json.dumps({"precision": precision, **trt}, indent=2, sort_keys=True)
+        (out / METADATA_FILE).write_text(report + "\n")
+        return {**source.meta, "precision": precision, "execution_provider": PROVIDER, "trt": trt}
+
+
+def _profiles(spec: BuildTrtCacheSpec, meta: dict[str, Any]) -> dict[str, dict[str, list[int]]]:
+    inputs = {value["name"]: value["shape"] for value in meta.get("inputs", [])}
+    if any(c in name for name in inputs for c in ",:"):
+        raise StageError("input names with ',' or ':' cannot be written as TensorRT profiles")
+    if spec.profiles is None:
+        config = meta.get("data_config")
+        return derive_profile(meta["inputs"], config, spec.max_batch, spec.hw_range)
+    profiles = {name: shapes.model_dump() for name, shapes in spec.profiles.items()}
+    if unknown := sorted(set(profiles) - set(inputs)):
+        raise StageError(f"profiles name {unknown}, not inputs of the model ({list(inputs)})")
+    dynamic = [n for n, dims in inputs.items() if not all(isinstance(d, int) for d in dims)]
+    if missing := [n for n in dynamic if n not in profiles]:
+        raise StageError(f"profiles must cover every dynamic input; missing: {', '.join(missing)}")
+    return profiles
+
+
+def _check_int8(spec: BuildTrtCacheSpec, model: Path) -> None:
+    """INT8 needs scales: Q/DQ nodes, or a calibration table (TensorRT refuses both at once)."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
+    if spec.int8 and not qdq and spec.calibration_table is None:
+        raise StageError("int8 needs a QDQ model (quantize stage) or calibration_table")
+    if qdq and spec.calibration_table is not None:
+        raise StageError("the model has Q/DQ nodes: TensorRT refuses a calibration table for it")
+
+
+def _build_native(spec: BuildTrtCacheSpec, out: Path, profiles: dict, meta: dict) -> None:
+    """model.plan from TensorRT's builder (Builder, OnnxParser, IBuilderConfig, profiles)."""
+    import tensorrt as trt
+
+    if spec.device_id:  # TensorRT builds on the calling thread's current CUDA device
+        import cupy
+
+        cupy.cuda.Device(spec.device_id).use()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(out / MODEL_FILE)):  # reads external data beside it
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise StageError(f"TensorRT's ONNX parser rejected the model: {errors[:600]}")
+    config = builder.create_builder_config()
+    if spec.max_workspace_size:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.max_workspace_size)
+    config.builder_optimization_level = spec.builder_optimization_level
+    for wanted, flag in ((spec.fp16, trt.BuilderFlag.FP16), (spec.int8, trt.BuilderFlag.INT8)):
+        if wanted:
+            config.set_flag(flag)
+    if profiles:
+        profile = builder.create_optimization_profile()
+        for name, shapes in profiles.items():
+            profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
+        config.add_optimization_profile(profile)
+    if spec.timing_cache:
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise StageError("TensorRT could not build an engine (its log above says why)")
+    (out / PLAN_FILE).write_bytes(bytes(serialized))
+    if spec.timing_cache:
+        timing = config.get_timing_cache().serialize()
+        (out / TIMING_DIR / "timing.cache").write_bytes(bytes(timing))
+    if spec.ep_context:
+        from edgepipe.stages._cuda_io import wrap_plan
+
+        wrap_plan(out / PLAN_FILE, out / MODEL_FILE, meta)
