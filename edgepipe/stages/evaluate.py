@@ -7,30 +7,25 @@ __all__ = ["EvaluateSpec", "EvaluateStage"]
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from edgepipe.errors import StageError
-from edgepipe.stages.base import ArtifactKind, Stage, StageContext, StageSpec, register_stage
-from edgepipe.stages.inference import TorchReference, candidate_kinds, open_candidate
+from edgepipe.stages.base import ArtifactKind, StageContext, register_stage
+from edgepipe.stages.inference import (
+    TorchReference,
+    VerificationSpec,
+    VerificationStage,
+    open_candidate,
+)
 from edgepipe.stages.samples import find_images
 
 
-class EvaluateSpec(StageSpec):
+class EvaluateSpec(VerificationSpec):
     """Accuracy on an ImageFolder-style directory: one sub-folder of images per class."""
 
-    input_fields: ClassVar[tuple[str, ...]] = ("input", "reference")
-
     type: Literal["evaluate"] = Field(description="Stage type.")
-    input: str = Field(description="Id of the stage whose artifact is evaluated.")
-    reference: str | None = Field(
-        default=None,
-        description=(
-            "Id of the torch-model stage to compare with; "
-            "default: the nearest torch-model ancestor."
-        ),
-    )
     dataset: Path = Field(
         description=("Folder with one sub-folder per class (relative to the recipe).")
     )
@@ -65,18 +60,13 @@ class EvaluateSpec(StageSpec):
 
 
 @register_stage
-class EvaluateStage(Stage):
+class EvaluateStage(VerificationStage):
     type = "evaluate"
     spec_class = EvaluateSpec
     version = 1
     tools = ("torch", "timm", "onnxruntime", "numpy", "pillow")
     input_kinds = (ArtifactKind.ONNX_MODEL,)
-    output = ArtifactKind.REPORT
     summary = "Top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder."
-
-    def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
-        # any artifact a verification runtime is registered for (ONNX, OpenVINO IR, TorchScript)
-        return (ArtifactKind.TORCH_MODEL,) if field == "reference" else candidate_kinds()
 
     def run(self, spec: EvaluateSpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 __all__ = [
     "Candidate",
+    "VerificationSpec",
+    "VerificationStage",
     "OnnxCandidate",
     "TorchReference",
     "candidate_kinds",
@@ -18,10 +20,12 @@ __all__ = [
 ]
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import Field
 
 from edgepipe.errors import StageError
-from edgepipe.stages.base import Artifact, ArtifactKind
+from edgepipe.stages.base import Artifact, ArtifactKind, Stage, StageSpec
 from edgepipe.stages.onnx_io import MODEL_FILE
 from edgepipe.stages.samples import fit_fixed_size, raw_pixels
 from edgepipe.stages.torch_model import rebuild
@@ -142,3 +146,26 @@ class OnnxCandidate(Candidate):
 
     def forward(self, batch: Any) -> list[Any]:
         return self.session.run(None, {self.input.name: batch})
+
+
+class VerificationSpec(StageSpec):
+    """Fields every stage that checks an artifact against its torch model has."""
+
+    input_fields: ClassVar[tuple[str, ...]] = ("input", "reference")
+
+    input: str = Field(description="Id of the stage whose artifact is checked.")
+    reference: str | None = Field(
+        default=None,
+        description="Id of the torch-model stage to compare with; default: the nearest "
+        "torch-model ancestor of `input` (its load or reparameterize stage).",
+    )
+
+
+class VerificationStage(Stage):
+    """A stage whose input is any runnable artifact and whose reference is a torch model."""
+
+    output = ArtifactKind.REPORT
+
+    def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
+        # any artifact a verification runtime is registered for (ONNX, OpenVINO IR, TorchScript)
+        return (ArtifactKind.TORCH_MODEL,) if field == "reference" else candidate_kinds()

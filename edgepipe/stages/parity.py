@@ -7,13 +7,18 @@ __all__ = ["ParitySpec", "ParityStage", "Thresholds"]
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgepipe.errors import StageError
-from edgepipe.stages.base import ArtifactKind, Stage, StageContext, StageSpec, register_stage
-from edgepipe.stages.inference import TorchReference, candidate_kinds, open_candidate
+from edgepipe.stages.base import ArtifactKind, StageContext, register_stage
+from edgepipe.stages.inference import (
+    TorchReference,
+    VerificationSpec,
+    VerificationStage,
+    open_candidate,
+)
 from edgepipe.stages.metrics import agreement, softmax
 from edgepipe.stages.samples import load_images
 
@@ -77,20 +82,10 @@ _CLASS_GATES = ("min_top1_agreement", "min_top5_overlap")
 _GATED_INPUTS = {"int8": ("images",), "composed+int8": ("images",)}
 
 
-class ParitySpec(StageSpec):
+class ParitySpec(VerificationSpec):
     """Compare an artifact with the torch model it came from."""
 
-    input_fields: ClassVar[tuple[str, ...]] = ("input", "reference")
-
     type: Literal["parity"] = Field(description="Stage type.")
-    input: str = Field(description="Id of the stage whose artifact is checked.")
-    reference: str | None = Field(
-        default=None,
-        description=(
-            "Id of the torch-model stage to compare against; default: the nearest torch-model "
-            "ancestor of `input` (its load or reparameterize stage)."
-        ),
-    )
     images: Path | None = Field(
         default=None,
         description=(
@@ -118,22 +113,17 @@ class ParitySpec(StageSpec):
 
 
 @register_stage
-class ParityStage(Stage):
+class ParityStage(VerificationStage):
     type = "parity"
     spec_class = ParitySpec
     version = 1
     tools = ("torch", "timm", "onnxruntime", "numpy", "pillow")
     input_kinds = (ArtifactKind.ONNX_MODEL,)
-    output = ArtifactKind.REPORT
     summary = "Compare an artifact with its source torch model on real photos and random inputs."
 
     def tools_for(self, spec: ParitySpec) -> tuple[str, ...]:
         # the default photos come from scikit-image; a recipe's own folder does not need it
         return self.tools if spec.images else (*self.tools, "scikit-image")
-
-    def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
-        # any artifact a verification runtime is registered for (ONNX, OpenVINO IR, TorchScript)
-        return (ArtifactKind.TORCH_MODEL,) if field == "reference" else candidate_kinds()
 
     def run(self, spec: ParitySpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs
