@@ -100,6 +100,16 @@ def read_lock(path: Path) -> dict[str, Any]:
     return lock
 
 
+def _same_but_machine(document: dict[str, Any], locked: dict[str, Any] | None) -> bool:
+    """Benchmarks and engine builds are keyed by the machine too; running them on another
+    machine is not drift in the recipe, its inputs or the toolchain."""
+    if locked is None:
+        return False
+    return {k: v for k, v in document.items() if k != "extra"} == {
+        k: v for k, v in locked.items() if k != "extra"
+    }
+
+
 def check_lock(graph, planner, lock: dict[str, Any]) -> list[str]:
     """Every difference between the recipe + inputs + toolchain now and the lock, readably."""
     locked = lock.get("stages", {})
@@ -116,7 +126,7 @@ def check_lock(graph, planner, lock: dict[str, Any]) -> list[str]:
             differences.append(f"stage '{stage_id}': input '{changed[0]}' changed")
             continue
         key, document = planner.key_for(stage_id, [known[up] for up in spec.input_ids()])
-        if key == entry["key"]:
+        if key == entry["key"] or _same_but_machine(document, entry.get("key_document")):
             known[stage_id] = entry["output"]["digest"]
             continue
         reasons = explain(entry.get("key_document"), document, spec.input_ids())

@@ -48,3 +48,12 @@ def test_check_without_a_lock_says_how_to_make_one(workspace):
     result = workspace.cli("check", str(recipe))
     assert result.returncode == 3
     assert "no lockfile" in result.stderr and "edgepipe run" in result.stderr
+
+
+def test_machine_facts_are_not_drift():
+    from edgepipe.lockfile import _same_but_machine
+
+    locked = {"spec": {"batch_sizes": [1]}, "inputs": ["ab"], "extra": {"machine": {"cpu": "A"}}}
+    elsewhere = {**locked, "extra": {"machine": {"cpu": "B"}}}
+    assert _same_but_machine(elsewhere, locked)
+    assert not _same_but_machine({**elsewhere, "inputs": ["cd"]}, locked)
