@@ -20,7 +20,10 @@ from typing import Any
 
 from edgepipe.errors import EdgepipeError, StageError
 
-_HEAVY = ("torch", "timm", "onnx", "onnxruntime", "openvino")
+# Only libraries whose import starts no Python thread: forking while another thread holds a
+# module's import lock deadlocks the child on that import. openvino and nncf start threads
+# (telemetry) at import, so they are imported by each stage instead (they load in ~0.2 s).
+_HEAVY = ("torch", "timm", "onnx")
 # The forkserver reaps with waitpid(-1) and warns about pids it did not fork itself (a stage's
 # own subprocesses): harmless, and noise on the user's terminal.
 warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")
