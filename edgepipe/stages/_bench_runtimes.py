@@ -114,7 +114,8 @@ class _OpenVino(BenchTarget):
         if options.precision != "default":
             config["INFERENCE_PRECISION_HINT"] = options.precision
         core = ov.Core()
-        self.compiled = core.compile_model(str(artifact.path / "model.xml"), options.device, config)
+        ir = artifact.path / artifact.meta.get("model_file", "model.xml")
+        self.compiled = core.compile_model(str(ir), options.device, config)
         # MEASUREMENTS #4: on AMX CPUs the default runs bf16; the report must say what ran
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.exec_precision = getattr(hint, "get_type_name", lambda: str(hint))()
