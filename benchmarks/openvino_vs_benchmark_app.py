@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -35,22 +36,11 @@ def benchmark_app_median(xml: Path, threads: int, seconds: int) -> float:
     tool = shutil.which("benchmark_app", path=str(Path(sys.executable).parent))
     if tool is None:
         sys.exit("benchmark_app not found (it ships with the openvino package)")
+    # benchmark_app refuses -nthreads together with a hint; under the latency hint it uses
+    # every core, so the edgepipe side is pinned to os.cpu_count() threads to match.
+    del threads
     result = subprocess.run(
-        [
-            tool,
-            "-m",
-            str(xml),
-            "-d",
-            "CPU",
-            "-hint",
-            "latency",
-            "-nthreads",
-            str(threads),
-            "-t",
-            str(seconds),
-            "-b",
-            "1",
-        ],
+        [tool, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-t", str(seconds), "-b", "1"],
         capture_output=True,
         text=True,
         check=True,
@@ -65,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:

@@ -7,7 +7,14 @@ needs (torch, onnx…), so isolation costs a fork, not a second import of torch 
 
 from __future__ import annotations
 
-__all__ = ["StageOutcome", "preload_for", "run_in_process", "run_isolated", "start_server"]
+__all__ = [
+    "StageOutcome",
+    "preflight_isolated",
+    "preload_for",
+    "run_in_process",
+    "run_isolated",
+    "start_server",
+]
 
 import importlib.util
 import multiprocessing
@@ -86,6 +93,46 @@ def run_isolated(payload: dict[str, Any], preload: list[str], error_log: Path) -
     if message is None:
         raise StageError(_death_message(child.exitcode))
     return _outcome(message, error_log)
+
+
+def preflight_isolated(
+    checks: list[dict[str, Any]], recipe_dir: Path, preload: list[str]
+) -> list[list[str]]:
+    """Run stages' preflight checks in one forked child, where torch/timm are already imported
+    (checking a timm name or hub weights would otherwise import timm in this process too)."""
+    context = _mp_context(preload)
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_preflight_main, args=(sender, checks, str(recipe_dir)), daemon=True
+    )
+    child.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        result = None
+    finally:
+        child.join()
+    if result is None:
+        raise StageError(f"the preflight process died ({_death_message(child.exitcode)})")
+    if isinstance(result, str):
+        raise StageError(f"preflight failed: {result}")
+    return result
+
+
+def _preflight_main(sender, checks: list[dict[str, Any]], recipe_dir: str) -> None:
+    from edgepipe.stages.base import get_stage
+
+    try:
+        problems = []
+        for check in checks:
+            stage = get_stage(check["stage_type"])
+            spec = stage.spec_class.model_validate(check["spec"])
+            problems.append(stage.preflight(spec, Path(recipe_dir)))
+        sender.send(problems)
+    except Exception as exc:  # a bug in a preflight: report it rather than hang the parent
+        sender.send(f"{type(exc).__name__}: {exc}")
+    sender.close()
 
 
 def run_in_process(payload: dict[str, Any], error_log: Path) -> StageOutcome:

@@ -19,6 +19,7 @@ from edgepipe.cache.remote import RemoteCache, RemoteCacheError
 from edgepipe.errors import EdgepipeError, PreflightError, StageFailure
 from edgepipe.executor import (
     StageOutcome,
+    preflight_isolated,
     preload_for,
     run_in_process,
     run_isolated,
@@ -64,18 +65,33 @@ class Runner:
 
     def preflight(self, plans: list[StagePlan]) -> None:
         """Check every stage that will run before any runs; one error lists all problems."""
-        problems = []
-        for plan in plans:
-            if plan.status == "cached":
-                continue
-            if plan.status == "blocked":
-                problems += [f"stage '{plan.stage_id}': {r}" for r in plan.reasons]
-                continue
-            stage, spec = self.graph.stage(plan.stage_id), self.graph.spec(plan.stage_id)
-            for problem in stage.preflight(spec, self.graph.recipe.base_dir):
-                problems.append(f"stage '{plan.stage_id}' ({plan.stage_type}): {problem}")
+        problems = [
+            f"stage '{plan.stage_id}': {reason}"
+            for plan in plans
+            if plan.status == "blocked"
+            for reason in plan.reasons
+        ]
+        to_check = [p for p in plans if p.status == "run"]
+        for plan, found in zip(to_check, self._preflight_problems(to_check), strict=True):
+            problems += [f"stage '{plan.stage_id}' ({plan.stage_type}): {p}" for p in found]
         if problems:
             raise PreflightError("cannot run; nothing was started:\n" + "\n".join(problems))
+
+    def _preflight_problems(self, plans: list[StagePlan]) -> list[list[str]]:
+        base_dir = self.graph.recipe.base_dir
+        if not self.isolate:
+            return [
+                self.graph.stage(p.stage_id).preflight(self.graph.spec(p.stage_id), base_dir)
+                for p in plans
+            ]
+        checks = [
+            {
+                "stage_type": p.stage_type,
+                "spec": self.graph.spec(p.stage_id).model_dump(mode="json", exclude_unset=True),
+            }
+            for p in plans
+        ]
+        return preflight_isolated(checks, base_dir, self._preload) if checks else []
 
     def run(self, selected: list[str]) -> RunResult:
         """Run ``selected`` stages; raises :class:`StageFailure` if any failed (others kept)."""
