@@ -48,3 +48,20 @@ def test_schema_rejects_what_the_models_reject():
     bad = {"version": 1, "name": "x", "stages": {"m": {"type": "load", "name": "r", "nme": 1}}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, json.loads(SCHEMA.read_text()))
+
+
+@pytest.mark.parametrize(
+    "recipe", [p for p in PIPELINES if p.with_suffix(".lock").exists()], ids=lambda p: p.name
+)
+def test_committed_lockfiles_match_their_recipes(recipe, tmp_path):
+    """The CI drift gate on the shipped recipes: a recipe edited without rebuilding its lock
+    (or a toolchain pin moved without it) fails here first."""
+    from edgepipe.cache import Cache
+    from edgepipe.lockfile import check_lock, read_lock
+    from edgepipe.planner import Planner
+
+    graph = PipelineGraph(load_recipe(recipe))
+    differences = check_lock(
+        graph, Planner(graph, Cache(tmp_path)), read_lock(recipe.with_suffix(".lock"))
+    )
+    assert differences == []
