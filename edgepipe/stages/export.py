@@ -57,7 +57,7 @@ class ExportSpec(SingleInputSpec):
 class ExportStage(Stage):
     type = "export"
     spec_class = ExportSpec
-    version = 1
+    version = 2  # 2: stack traces (absolute source paths) stripped from node metadata
     tools = ("torch", "timm", "onnx", "onnxscript")
     input_kinds = (ArtifactKind.TORCH_MODEL,)
     output = ArtifactKind.ONNX_MODEL
@@ -76,6 +76,7 @@ class ExportStage(Stage):
         external = _use_external_data(spec, module)
         target = ctx.out_dir / MODEL_FILE
         used = _export_with_fallback(input_only(module), example, spec, target, external, ctx)
+        _strip_stack_traces(target)
         _check(target, spec)
         meta = describe_onnx(target)
         ctx.log.info("exported with the %s exporter at opset %s", used, meta["opset"])
@@ -170,6 +171,24 @@ def _export_torchscript(module, example, spec: ExportSpec, target: Path, externa
 
 
 _EXPORTERS = {"dynamo": _export_dynamo, "torchscript": _export_torchscript}
+
+
+def _strip_stack_traces(target: Path) -> None:
+    """The dynamo exporter records each node's Python stack trace, with absolute paths of the
+    installed sources: the same model exported from another checkout would differ in bytes.
+    Drop them (the node namespaces, which name the modules, stay for debugging)."""
+    import onnx
+
+    model = onnx.load(str(target), load_external_data=False)
+    changed = False
+    for node in model.graph.node:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+            changed = True
+    if changed:  # external-data references are kept as they are; only the graph is rewritten
+        onnx.save(model, str(target))
 
 
 def _check(target: Path, spec: ExportSpec) -> None:
