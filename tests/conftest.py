@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+HEAVY = {"torch", "timm", "onnx", "onnxruntime", "onnxsim", "openvino", "nncf", "numpy"}
 
 
 class Workspace:
@@ -40,6 +42,26 @@ class Workspace:
         path = self.root / name
         path.write_text(textwrap.dedent(text).lstrip())
         return path
+
+    def cached_run(self, recipe: Path) -> tuple[str, list[str]]:
+        """Run the recipe in a fresh interpreter: its stderr, and which of the heavy ML modules
+        it imported (a fully cached run must import none)."""
+        probe = (
+            "import sys\n"
+            "from edgepipe.cli import app\n"
+            f"app(['run', {str(recipe)!r}, '--out', {str(self.out)!r}, '--no-lock'],"
+            " standalone_mode=False)\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(HEAVY)!r})))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", probe],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stderr, ast.literal_eval(result.stdout.strip().splitlines()[-1])
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """``edgepipe ARGS`` in a subprocess; ``--out`` is added for run."""

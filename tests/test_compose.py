@@ -58,8 +58,6 @@ stages:
 """
 
 
-
-
 @pytest.fixture(scope="module")
 def photos() -> dict[str, np.ndarray]:
     return {name: getattr(skimage.data, name)() for name in PHOTOS}

@@ -39,8 +39,15 @@ def _run_schedule(demands: dict[str, Demand], jobs: int, budget: float = 100.0):
         return stage
 
     order = list(demands)
-    results = schedule(order, inputs=lambda s: [], prepare=lambda s: (True, s), execute=execute,
-                       demand=demands.__getitem__, jobs=jobs, memory_budget_gb=budget)
+    results = schedule(
+        order,
+        inputs=lambda s: [],
+        prepare=lambda s: (True, s),
+        execute=execute,
+        demand=demands.__getitem__,
+        jobs=jobs,
+        memory_budget_gb=budget,
+    )
     return results, peak[0], overlaps
 
 
@@ -50,8 +57,12 @@ def test_schedule_runs_independent_stages_together():
 
 
 def test_two_gpu_stages_never_overlap_and_memory_is_respected():
-    demands = {"g1": Demand(gpu=True), "g2": Demand(gpu=True), "m1": Demand(memory_gb=8),
-               "m2": Demand(memory_gb=8)}
+    demands = {
+        "g1": Demand(gpu=True),
+        "g2": Demand(gpu=True),
+        "m1": Demand(memory_gb=8),
+        "m2": Demand(memory_gb=8),
+    }
     _, _, overlaps = _run_schedule(demands, jobs=4, budget=12)
     for group in overlaps:
         assert not {"g1", "g2"} <= group
@@ -66,9 +77,15 @@ def test_dependencies_are_waited_for():
         finished.append(stage)
         return stage
 
-    schedule(["up", "down", "other"], inputs=lambda s: ["up"] if s == "down" else [],
-             prepare=lambda s: (True, s), execute=execute, demand=lambda s: Demand(), jobs=3,
-             memory_budget_gb=10)
+    schedule(
+        ["up", "down", "other"],
+        inputs=lambda s: ["up"] if s == "down" else [],
+        prepare=lambda s: (True, s),
+        execute=execute,
+        demand=lambda s: Demand(),
+        jobs=3,
+        memory_budget_gb=10,
+    )
     assert finished.index("up") < finished.index("down")
 
 
@@ -77,8 +94,9 @@ def test_jobs_gives_identical_artifacts(workspace, tmp_path):
     recipe = workspace.recipe(TWO_BRANCHES)
     parallel = workspace.cli("run", str(recipe), "--jobs", "2")
     assert parallel.returncode == 0, parallel.stderr
-    parallel_bytes = {s: (workspace.out / s / "model.onnx").read_bytes()
-                      for s in ("a_simple", "b_simple")}
+    parallel_bytes = {
+        s: (workspace.out / s / "model.onnx").read_bytes() for s in ("a_simple", "b_simple")
+    }
     workspace.cache, workspace.out = tmp_path / "serial-cache", tmp_path / "serial-out"
     assert workspace.cli("run", str(recipe), "--jobs", "1").returncode == 0
     for stage, data in parallel_bytes.items():
@@ -88,10 +106,25 @@ def test_jobs_gives_identical_artifacts(workspace, tmp_path):
 @pytest.mark.slow
 def test_concurrent_runs_build_each_action_once(workspace, tmp_path):
     recipe = workspace.recipe(TWO_BRANCHES)
-    procs = [subprocess.Popen([sys.executable, "-m", "edgepipe", "run", str(recipe), "--out",
-                               str(tmp_path / f"out{i}"), "--no-lock"],
-                              cwd=workspace.root, env=workspace.env(), stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgepipe",
+                "run",
+                str(recipe),
+                "--out",
+                str(tmp_path / f"out{i}"),
+                "--no-lock",
+            ],
+            cwd=workspace.root,
+            env=workspace.env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     built = [stage for err in errors for stage, how in outcomes(err).items() if how == "built"]

@@ -48,9 +48,11 @@ def test_every_family_exports_composes_and_passes_parity(workspace):
             report = json.loads((workspace.out / stage / "parity.json").read_text())
             assert report["passed"] and report["kind"] == kind
             images = next(iter(report["metrics"]["images"].values()))
-            rows.append(f"{family:<12} {kind:<9} cosine_min {images['cosine_min']:.6f} "
-                        f"max_abs {images['max_abs_error']:.3g} "
-                        f"top1 {images['top1_agreement']:.2f}")
+            rows.append(
+                f"{family:<12} {kind:<9} cosine_min {images['cosine_min']:.6f} "
+                f"max_abs {images['max_abs_error']:.3g} "
+                f"top1 {images['top1_agreement']:.2f}"
+            )
     print("\n" + "\n".join(rows))
 
     cached = workspace.cli("run", str(recipe))

@@ -5,10 +5,9 @@ with the field or stage named."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import outcomes
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +26,6 @@ stages:
 """
 HALF = "{type: convert-openvino, input: onnx, compress_to_fp16: true}"
 FROM_TORCH = "{type: convert-openvino, input: model}"
-HEAVY = {"torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "numpy"}
 
 
 def meta(workspace, stage: str) -> dict:
@@ -36,34 +34,6 @@ def meta(workspace, stage: str) -> dict:
 
 def parity(workspace, stage: str) -> dict:
     return json.loads((workspace.out / stage / "parity.json").read_text())
-
-
-def outcomes(stderr: str) -> dict[str, str]:
-    """stage id → built/cached/failed/skipped, from the run's progress lines."""
-    return {
-        parts[1]: parts[0]
-        for parts in (line.split() for line in stderr.splitlines())
-        if len(parts) >= 2 and parts[0] in ("built", "cached", "failed", "skipped")
-    }
-
-
-def cached_run_modules(workspace, recipe) -> tuple[str, str]:
-    """Run the recipe in-process: its stderr and the heavy modules it imported."""
-    probe = (
-        "import sys\n"
-        "from edgepipe.cli import app\n"
-        f"app(['run', {str(recipe)!r}, '--out', {str(workspace.out)!r}], standalone_mode=False)\n"
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY!r}))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=workspace.env(),
-        capture_output=True,
-        text=True,
-        cwd=workspace.root,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stderr, result.stdout.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(
@@ -100,9 +70,9 @@ def test_fp32_int8_fp16_and_torch_irs_pass_parity(workspace, model, extra, extra
         assert meta(workspace, "extra")["inputs"] == ir["inputs"]
 
     if model == "test_resnet":  # once is enough: the cached path does not depend on the model
-        stderr, imported = cached_run_modules(workspace, recipe)
+        stderr, imported = workspace.cached_run(recipe)
         assert list(outcomes(stderr).values()) == ["cached"] * 8, stderr
-        assert imported == "[]"
+        assert imported == []
 
 
 EXTRAS = """

@@ -26,9 +26,15 @@ def export_other_model(path, seed: int) -> None:
 
     torch.manual_seed(seed)
     model = timm.create_model("test_resnet").eval()
-    torch.onnx.export(model, (torch.randn(1, 3, 160, 160),), str(path), dynamo=False,
-                      input_names=["input"], output_names=["output"],
-                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 160, 160),),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+    )
 
 
 def test_parity_passes_and_records_metrics(workspace):
@@ -80,11 +86,18 @@ def test_checkpoint_weights_flow_into_parity(workspace):
 
     # the same architecture with its random initial weights is not what the checkpoint says
     export_other_model(workspace.root / "random.onnx", seed=0)
-    wrong = workspace.recipe(EXPORTED.format(weights=", weights: ckpt.safetensors").replace(
-        "onnx: {type: export, input: model, exporter: torchscript}",
-        "onnx: {type: load, source: onnx, path: random.onnx}").replace(
-        "check: {type: parity, input: onnx}", "check: {type: parity, input: onnx, "
-        "reference: model}"), name="wrong.yaml")
+    wrong = workspace.recipe(
+        EXPORTED.format(weights=", weights: ckpt.safetensors")
+        .replace(
+            "onnx: {type: export, input: model, exporter: torchscript}",
+            "onnx: {type: load, source: onnx, path: random.onnx}",
+        )
+        .replace(
+            "check: {type: parity, input: onnx}",
+            "check: {type: parity, input: onnx, reference: model}",
+        ),
+        name="wrong.yaml",
+    )
     failed = workspace.cli("run", str(wrong))
     assert failed.returncode == 1 and "parity gate failed" in failed.stderr
 
@@ -116,8 +129,10 @@ def test_evaluate_gates_on_accuracy_drop(workspace):
     state["fc.weight"] = state["fc.weight"] * 50
     model.load_state_dict(state)
     save_file(state, str(workspace.root / "ckpt.safetensors"))
-    photos = [(n, getattr(skimage.data, n)()) for n in ("astronaut", "coffee", "chelsea",
-                                                        "rocket", "immunohistochemistry")]
+    photos = [
+        (n, getattr(skimage.data, n)())
+        for n in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+    ]
     _write_imagefolder(workspace.root / "val", model, photos)
     (workspace.root / "classes.txt").write_text("\n".join(f"c{i:04d}" for i in range(1000)))
     export_other_model(workspace.root / "other.onnx", seed=99)

@@ -46,12 +46,15 @@ def test_second_runner_rebuilds_nothing(workspace, tmp_path):
 
 def test_unreachable_remote_falls_back_to_local(workspace):
     recipe = workspace.recipe(RECIPE)
-    env_options = {"EDGEPIPE_REMOTE_OPTIONS": '{"endpoint_url": "http://127.0.0.1:9", '
-                   '"key": "x", "secret": "y", "config_kwargs": {"retries": {"max_attempts": 1}}}'}
+    env_options = {
+        "EDGEPIPE_REMOTE_OPTIONS": '{"endpoint_url": "http://127.0.0.1:9", '
+        '"key": "x", "secret": "y", "config_kwargs": {"retries": {"max_attempts": 1}}}'
+    }
     os.environ.update(env_options)
     try:
-        result = workspace.cli("run", str(recipe), "--until", "model", "--remote",
-                               "s3://no-such-bucket/cache")
+        result = workspace.cli(
+            "run", str(recipe), "--until", "model", "--remote", "s3://no-such-bucket/cache"
+        )
     finally:
         for name in env_options:
             os.environ.pop(name)

@@ -22,8 +22,6 @@ from edgepipe.stages.torch_model import import_callable, rebuild, save_torch_mod
 pytestmark = pytest.mark.slow
 
 
-
-
 def randomise_batchnorm(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Give every BatchNorm non-trivial statistics, so that folding them really changes weights."""
     generator = torch.Generator().manual_seed(seed)

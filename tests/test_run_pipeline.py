@@ -37,8 +37,6 @@ stages:
 """
 
 
-
-
 def test_build_then_everything_cached(workspace):
     recipe = workspace.recipe(RECIPE.format(opset=17))
     first = workspace.cli("run", str(recipe))
@@ -62,24 +60,9 @@ def test_build_then_everything_cached(workspace):
 def test_cached_run_imports_no_ml_library(workspace):
     recipe = workspace.recipe(RECIPE.format(opset=17))
     assert workspace.cli("run", str(recipe)).returncode == 0
-    probe = (
-        "import sys\n"
-        "from edgepipe.cli import app\n"
-        f'code = app(["run", {str(recipe)!r}, "--out", {str(workspace.out)!r}],'
-        " standalone_mode=False)\n"
-        "heavy = {'torch', 'timm', 'onnx', 'onnxruntime', 'onnxsim', 'openvino', 'numpy'}\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=workspace.env(),
-        capture_output=True,
-        text=True,
-        cwd=workspace.root,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
-    assert "cached" in result.stderr
+    stderr, heavy = workspace.cached_run(recipe)
+    assert heavy == []
+    assert "cached" in stderr
 
 
 def test_opset_change_reruns_exactly_export_and_simplify(workspace):

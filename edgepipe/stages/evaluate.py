@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgepipe.errors import StageError
-from edgepipe.stages.base import ArtifactKind, StageContext, register_stage
+from edgepipe.stages.base import StageContext, register_stage
 from edgepipe.stages.inference import (
     TorchReference,
     VerificationSpec,
@@ -64,8 +64,6 @@ class EvaluateStage(VerificationStage):
     type = "evaluate"
     spec_class = EvaluateSpec
     version = 1
-    tools = ("torch", "timm", "onnxruntime", "numpy", "pillow")
-    input_kinds = (ArtifactKind.ONNX_MODEL,)
     summary = "Top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder."
 
     def run(self, spec: EvaluateSpec, ctx: StageContext) -> dict[str, Any]:

@@ -165,6 +165,7 @@ class VerificationStage(Stage):
     """A stage whose input is any runnable artifact and whose reference is a torch model."""
 
     output = ArtifactKind.REPORT
+    tools = ("torch", "timm", "onnxruntime", "numpy", "pillow")
 
     def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
         # any artifact a verification runtime is registered for (ONNX, OpenVINO IR, TorchScript)

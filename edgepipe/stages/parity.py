@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgepipe.errors import StageError
-from edgepipe.stages.base import ArtifactKind, StageContext, register_stage
+from edgepipe.stages.base import StageContext, register_stage
 from edgepipe.stages.inference import (
     TorchReference,
     VerificationSpec,
@@ -65,8 +65,6 @@ class ParityStage(VerificationStage):
     type = "parity"
     spec_class = ParitySpec
     version = 1
-    tools = ("torch", "timm", "onnxruntime", "numpy", "pillow")
-    input_kinds = (ArtifactKind.ONNX_MODEL,)
     summary = "Compare an artifact with its source torch model on real photos and random inputs."
 
     def tools_for(self, spec: ParitySpec) -> tuple[str, ...]:
