@@ -59,8 +59,18 @@ def _mp_context(preload: list[str]):
         methods = multiprocessing.get_all_start_methods()
         _context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
-            # an explicit list also keeps the forkserver from re-running our __main__
-            _context.set_forkserver_preload(["edgepipe.executor", "edgepipe.stages", *preload])
+            # "__main__": a child re-imports the parent's main script unless the server already
+            # has (the `edgepipe` console script pulls in the whole CLI: ~50 ms per stage);
+            # under `python -m edgepipe` there is no script and nothing is re-imported.
+            _context.set_forkserver_preload(
+                [
+                    "__main__",
+                    "edgepipe.executor",
+                    "edgepipe.stages",
+                    *preload,
+                    "edgepipe._forkserver_ready",
+                ]
+            )
     return _context
 
 
