@@ -9,15 +9,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The console script, as users run it (`make run`); `python -m edgepipe` if it is missing.
+_SCRIPT = Path(sys.executable).parent / "edgepipe"
+_COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "edgepipe"]
 
 
 def edgepipe(*args: str, cache: Path, cwd: Path, check: bool = True) -> tuple[float, str]:
     """Run ``edgepipe ARGS``; returns (wall seconds, stdout)."""
     env = {**os.environ, "EDGEPIPE_CACHE": str(cache)}
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "edgepipe", *args], env=env, cwd=cwd, capture_output=True, text=True
-    )
+    result = subprocess.run([*_COMMAND, *args], env=env, cwd=cwd, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if check and result.returncode != 0:
         sys.exit(f"edgepipe {' '.join(args)} failed:\n{result.stderr}")
