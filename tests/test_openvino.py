@@ -86,6 +86,7 @@ stages:
   e2e_ir: {type: convert-openvino, input: e2e}
   e2e_check: {type: parity, input: e2e_ir}
   e2e_int8: {type: quantize, input: e2e_ir, backend: openvino, calibration: {count: 8}}
+  e2e_int8_check: {type: parity, input: e2e_int8}
   any_size: {type: compose-preprocessing, input: onnx}
   any_size_ir: {type: convert-openvino, input: any_size}
   fixed: {type: convert-openvino, input: onnx, input_shape: [2, 3, 160, 160]}
@@ -110,6 +111,9 @@ def test_composed_models_static_shapes_and_bad_settings(workspace):
     assert report["passed"] and report["kind"] == "composed"
     # the softmax after the classifier is not attention: still quantized as a conv net
     assert meta(workspace, "e2e_int8")["quantization"]["model_type"] == "cnn"
+    # composed + INT8: each gate is the looser of the two kinds' (unset in either: not gated)
+    report = parity(workspace, "e2e_int8_check")
+    assert report["passed"] and report["kind"] == "composed+int8", report
     # photos of any size are downscaled with antialias, which OpenVINO's CPU plugin ignores;
     # the fixed 160x160 image is only upscaled, where antialias does nothing
     assert result.stderr.count("ignores Resize antialias") == 1

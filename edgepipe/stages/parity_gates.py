@@ -67,11 +67,14 @@ GATED_INPUTS = {"int8": ("images",), "composed+int8": ("images",)}
 
 
 def _loosest(kinds: list[str]) -> dict[str, float | None]:
-    """Per gate, the most permissive value among the kinds' defaults."""
+    """Per gate, the most permissive value among the kinds' defaults (unset in any: unset)."""
     dumps = [DEFAULTS[k].model_dump() for k in kinds]
-    return {
-        gate: (min if gate.startswith("min_") else max)(d[gate] for d in dumps) for gate in dumps[0]
-    }
+    loosest: dict[str, float | None] = {}
+    for gate in dumps[0]:
+        values = [d[gate] for d in dumps]
+        pick = min if gate.startswith("min_") else max
+        loosest[gate] = None if None in values else pick(values)
+    return loosest
 
 
 def gates_for(kind: str, overrides: Thresholds, trained: bool) -> dict[str, float | None]:
