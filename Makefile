@@ -10,12 +10,16 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Editable installs are not byte-compiled by pip, and with PYTHONDONTWRITEBYTECODE set Python
+# never caches edgepipe's own modules: compile them once (~40 ms off every `edgepipe` call).
 $(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e .
+	$(BIN)/python -m compileall -q edgepipe
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e '.[dev,openvino,remote]'
+	$(BIN)/python -m compileall -q edgepipe
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
