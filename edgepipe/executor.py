@@ -147,9 +147,7 @@ def _preflight_main(sender, checks: list[dict[str, Any]], recipe_dir: str) -> No
 
 def run_in_process(payload: dict[str, Any], error_log: Path) -> StageOutcome:
     """The same contract as :func:`run_isolated`, in this process (for debugging)."""
-    receiver, sender = multiprocessing.Pipe(duplex=False)
-    _child_main(sender, payload)
-    return _outcome(receiver.recv(), error_log)
+    return _outcome(_run_payload(payload), error_log)
 
 
 def _outcome(message: tuple, error_log: Path) -> StageOutcome:
@@ -172,13 +170,19 @@ def _death_message(exitcode: int | None) -> str:
 
 
 def _child_main(sender, payload: dict[str, Any]) -> None:
-    """In the child: rebuild spec and inputs, run the stage, send back meta or the error."""
+    """In the child: run the stage, send back its meta or the error."""
+    _die_with_parent()
+    sender.send(_run_payload(payload))
+    sender.close()
+
+
+def _run_payload(payload: dict[str, Any]) -> tuple:
+    """Rebuild spec and inputs, run the stage: ``(status, meta or error, log lines, peak RSS)``."""
     import logging
 
     from edgepipe.capture import capture_stage_output
     from edgepipe.stages.base import Artifact, ArtifactKind, StageContext, get_stage
 
-    _die_with_parent()
     lines: list[str] = []
     try:
         stage = get_stage(payload["stage_type"])
@@ -208,9 +212,7 @@ def _child_main(sender, payload: dict[str, Any]) -> None:
             "traceback": "".join(traceback.format_exception(exc)),
         }
         message = ("crash", body, lines, _peak_rss())
-    message = (*message[:2], message[2][-_MAX_LOG_LINES:], message[3])
-    sender.send(message)
-    sender.close()
+    return (*message[:2], message[2][-_MAX_LOG_LINES:], message[3])
 
 
 def _die_with_parent() -> None:

@@ -217,3 +217,29 @@ def test_auto_exporter_falls_back_and_says_so(workspace):
     assert "exported with torchscript instead" in result.stderr
     meta = json.loads((workspace.out / "onnx" / "artifact.json").read_text())["meta"]
     assert meta["exporter"] == "torchscript"
+
+
+def test_in_process_run_keeps_a_chatty_stage_log(workspace):
+    # the stage's result (with its captured output) once went through a pipe nobody was reading
+    # yet, so anything over the 64 KiB pipe buffer hung the run
+    (workspace.root / "chatty.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    for i in range(2000):\n"
+        "        print(f'building layer {i:04d} ' + 'x' * 60)\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())\n"
+    )
+    recipe = workspace.recipe("""
+        version: 1
+        name: chatty
+        stages:
+          m:
+            type: load
+            source: callable
+            factory: chatty:build
+            data_config: {input_size: [3, 8, 8]}
+    """)
+    result = workspace.cli("run", str(recipe), "--in-process", timeout=60)
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(p.read_text()) for p in (workspace.cache / "ac").rglob("*.json")]
+    assert "building layer 1999" in record["log"], record["log"][-500:]
