@@ -59,7 +59,7 @@ def run(
         bool, typer.Option(help="Write <recipe>.lock after a full successful run.")
     ] = True,
     in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run stages in this process (debugging).")
+        bool, typer.Option("--in-process", help="Run stages in this process, one at a time (debugging).")
     ] = False,
 ) -> None:
     """Build (or reuse) every artifact of the recipe.

@@ -60,7 +60,9 @@ class Runner:
         self.planner = Planner(graph, cache, force, remote)
         self.observer = observer or SilentObserver()
         self.isolate = isolate
-        self.jobs = jobs
+        # in-process stages share the process's fds and root logger, which output capture
+        # redirects: two at once would swap each other's logs
+        self.jobs = jobs if isolate else 1
         self._preload: list[str] = []
 
     def preflight(self, plans: list[StagePlan]) -> None:
