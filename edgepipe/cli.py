@@ -59,7 +59,8 @@ def run(
         bool, typer.Option(help="Write <recipe>.lock after a full successful run.")
     ] = True,
     in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run stages in this process, one at a time (debugging).")
+        bool,
+        typer.Option("--in-process", help="Run stages in this process, one at a time (debugging)."),
     ] = False,
 ) -> None:
     """Build (or reuse) every artifact of the recipe.
@@ -71,7 +72,7 @@ def run(
 
     graph = load_graph(recipe)
     selected = graph.select(only, until)
-    _check_force(graph, force)
+    _check_force(graph, force, selected)
     target = out_dir or Path("build") / graph.recipe.name
     store = open_cache(cache)
     if check:
@@ -111,7 +112,7 @@ def plan(
 
     graph = load_graph(recipe)
     selected = graph.select(only, until)
-    _check_force(graph, force)
+    _check_force(graph, force, selected)
     store = open_cache(cache)
     plans = Planner(graph, store, set(force or []), open_remote(remote, store)).plan(selected)
     if as_json:
@@ -206,9 +207,15 @@ def stages(
         out.print(stage_table(known[name]))
 
 
-def _check_force(graph, force: list[str] | None) -> None:
+def _check_force(graph, force: list[str] | None, selected: list[str]) -> None:
     if force:
         graph.select(only=force)  # raises a readable error for unknown ids
+        outside = [stage_id for stage_id in force if stage_id not in selected]
+        if outside:
+            raise typer.BadParameter(
+                f"--force {outside[0]}: that stage is not selected by --only/--until, "
+                "so it would not run"
+            )
 
 
 register_lock_commands(app)

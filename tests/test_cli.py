@@ -83,3 +83,6 @@ def test_force_and_only(workspace):
     assert run.returncode == 4 and "input 'model' is not built" in run.stderr
     unknown = workspace.cli("run", str(recipe), "--force", "onxx")
     assert unknown.returncode == 3 and "did you mean 'onnx'" in unknown.stderr
+    # forcing a stage outside the selection would not rebuild it: said, not half-done
+    outside = workspace.cli("plan", str(recipe), "--only", "onnx", "--force", "model")
+    assert outside.returncode == 2 and "--force model: that stage is not selected" in outside.stderr
