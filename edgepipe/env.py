@@ -6,7 +6,7 @@ fully cached run stays free of torch & co.
 
 from __future__ import annotations
 
-__all__ = ["cpu_model", "machine_fingerprint", "tool_versions"]
+__all__ = ["cpu_model", "distribution_version", "machine_fingerprint", "tool_versions"]
 
 import functools
 import os
@@ -15,7 +15,7 @@ from importlib import metadata
 
 
 @functools.cache
-def _version(distribution: str) -> str | None:
+def distribution_version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -24,7 +24,7 @@ def _version(distribution: str) -> str | None:
 
 def tool_versions(distributions: tuple[str, ...]) -> dict[str, str | None]:
     """Installed version of each distribution (``None`` when missing)."""
-    return {name: _version(name) for name in sorted(distributions)}
+    return {name: distribution_version(name) for name in sorted(distributions)}
 
 
 @functools.cache

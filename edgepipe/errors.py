@@ -17,6 +17,7 @@ __all__ = [
     "RecipeIssue",
     "StageError",
     "StageFailure",
+    "summarize_exception",
 ]
 
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ class ExitCode(IntEnum):
     DRIFT = 6
     BUG = 70
     INTERRUPTED = 130
+
+
+def summarize_exception(exc: BaseException, limit: int = 400) -> str:
+    """``Type: first line of the message``: a library error in one line for the user."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
 
 
 class EdgepipeError(Exception):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgepipe.errors import EdgepipeError, StageError
+from edgepipe.errors import EdgepipeError, StageError, summarize_exception
 
 # Only libraries whose import starts no Python thread: forking while another thread holds a
 # module's import lock deadlocks the child on that import. openvino and nncf start threads
@@ -206,9 +206,8 @@ def _run_payload(payload: dict[str, Any]) -> tuple:
     except EdgepipeError as exc:
         message = ("error", str(exc), lines, _peak_rss())
     except Exception as exc:  # a library error: summarise, keep the traceback for the log file
-        first = (str(exc).strip().splitlines() or [""])[0][:500]
         body = {
-            "summary": f"{type(exc).__name__}: {first}",
+            "summary": summarize_exception(exc),
             "traceback": "".join(traceback.format_exception(exc)),
         }
         message = ("crash", body, lines, _peak_rss())

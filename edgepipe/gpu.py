@@ -30,9 +30,10 @@ import os
 import re
 import shutil
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from edgepipe.env import distribution_version
 
 _SMI_TIMEOUT_S = 10
 _QUERY = ("name", "compute_cap", "driver_version", "uuid")
@@ -112,13 +113,6 @@ def _driver_cuda_version() -> str | None:
     return found.group(1) if found else None
 
 
-def _dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def onnxruntime_build() -> dict[str, str | None]:
     """Which build provides the ``onnxruntime`` module, read without importing it.
 
@@ -147,7 +141,7 @@ def onnxruntime_build() -> dict[str, str | None]:
 def tensorrt_version() -> str | None:
     """Installed TensorRT: pip distribution metadata, else the system libnvinfer's file name."""
     for name in _TRT_DISTRIBUTIONS:
-        if version := _dist_version(name):
+        if version := distribution_version(name):
             return version
     ldconfig = shutil.which("ldconfig") or shutil.which("ldconfig", path="/sbin:/usr/sbin")
     if ldconfig is None:
@@ -229,7 +223,7 @@ def _onnxruntime_problems(need_tensorrt: bool) -> list[str]:
                 f"{build['version']}, providers: {', '.join(providers)}): "
                 "pip install onnxruntime-gpu"
             )
-    elif _dist_version("onnxruntime") and _dist_version("onnxruntime-gpu"):
+    elif distribution_version("onnxruntime") and distribution_version("onnxruntime-gpu"):
         problems.append(
             "both onnxruntime and onnxruntime-gpu are installed and share one module: "
             "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"

@@ -18,6 +18,7 @@ import yaml
 
 from edgepipe.actions import explain
 from edgepipe.errors import RecipeError, RecipeIssue
+from edgepipe.stages.parity_gates import worst_cosine
 
 LOCK_VERSION = 1
 _HEADER = (
@@ -52,7 +53,7 @@ def _headline(stage_type: str, folder: Path) -> dict[str, Any]:
     """Numbers a reviewer wants to see change in a PR diff."""
     if stage_type == "parity" and (folder / "parity.json").is_file():
         report = json.loads((folder / "parity.json").read_text())
-        worst = min(m["cosine_min"] for outs in report["metrics"].values() for m in outs.values())
+        worst = worst_cosine(report)
         return {
             "parity": {
                 "passed": report["passed"],

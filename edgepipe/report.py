@@ -142,9 +142,11 @@ def _tree_files(cache, digest: str) -> dict[str, Path]:
 def _check_row(stage_id: str, stage_type: str, files: dict[str, Path]) -> str:
     import json
 
+    from edgepipe.stages.parity_gates import worst_cosine
+
     if stage_type == "parity":
         report = json.loads(files["parity.json"].read_text())
-        worst = min(m["cosine_min"] for outs in report["metrics"].values() for m in outs.values())
+        worst = worst_cosine(report)
         return f"| {stage_id} | parity ({report['kind']}) | passed | worst cosine {worst:.6f} |"
     result = json.loads(files["evaluate.json"].read_text())
     return (

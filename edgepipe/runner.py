@@ -16,7 +16,7 @@ from typing import Any
 
 from edgepipe.cache import ActionRecord, Cache
 from edgepipe.cache.remote import RemoteCache, RemoteCacheError
-from edgepipe.errors import EdgepipeError, PreflightError, StageFailure
+from edgepipe.errors import EdgepipeError, PreflightError, StageFailure, summarize_exception
 from edgepipe.executor import (
     StageOutcome,
     preflight_isolated,
@@ -279,8 +279,7 @@ class Runner:
         log_file = self.out_dir / f"{stage_id}.error.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text("".join(traceback.format_exception(exc)))
-        first = (str(exc).strip().splitlines() or [""])[0][:500]
-        return f"{type(exc).__name__}: {first} (traceback: {log_file})"
+        return f"{summarize_exception(exc)} (traceback: {log_file})"
 
     def _materialize(self, stage_id: str, digest: str) -> None:
         self.cache.materialize_tree(digest, self.out_dir / stage_id, copy_if=_private_copy)

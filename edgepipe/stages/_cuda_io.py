@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgepipe.errors import StageError
+from edgepipe.errors import StageError, summarize_exception
 from edgepipe.gpu import preload_libraries
 from edgepipe.stages.inference import Candidate
 from edgepipe.stages.onnx_io import MODEL_FILE
@@ -146,8 +146,9 @@ def _session(model: Path, options: Any, trt_options: dict[str, str], device: str
     try:
         session = ort.InferenceSession(str(model), options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidArgument/RuntimeException types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StageError(f"ONNX Runtime could not open {model.name}: {first[:400]}") from None
+        raise StageError(
+            f"ONNX Runtime could not open {model.name}: {summarize_exception(exc)}"
+        ) from None
     # the Python wrapper silently falls back to the next provider when one fails to load
     if session.get_providers()[0] != "TensorrtExecutionProvider":
         raise StageError(

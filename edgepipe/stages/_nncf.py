@@ -6,7 +6,7 @@ __all__ = ["quantize_ir"]
 
 from typing import Any
 
-from edgepipe.errors import StageError
+from edgepipe.errors import StageError, summarize_exception
 from edgepipe.stages.base import StageContext
 from edgepipe.stages.calibration import calibration_samples
 from edgepipe.stages.convert_openvino import IR_FILE, describe_ir
@@ -86,13 +86,11 @@ def _quantize(model: Any, samples: list[Any], options, model_type: str, subset: 
         )
     except nncf.ValidationError as exc:  # e.g. an ignored name or type that matches nothing
         raise StageError(
-            f"NNCF refused the settings: {_first_line(exc)}. Check openvino.ignored_names, "
+            f"NNCF refused the settings: {summarize_exception(exc)}. Check openvino.ignored_names, "
             "ignored_types and ignored_patterns against the IR's node names and op types"
         ) from None
     except Exception as exc:  # NNCF surfaces OpenVINO's RuntimeError for graphs it cannot run
-        raise StageError(
-            f"NNCF quantization failed: {type(exc).__name__}: {_first_line(exc)}"
-        ) from None
+        raise StageError(f"NNCF quantization failed: {summarize_exception(exc)}") from None
 
 
 def _model_type(requested: str, model: Any) -> str:
@@ -129,7 +127,3 @@ def _batched(samples: list[Any], model: Any) -> list[Any]:
     return [
         np.concatenate(samples[i : i + batch]) for i in range(0, len(samples) - batch + 1, batch)
     ]
-
-
-def _first_line(exc: BaseException) -> str:
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:400]

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgepipe.errors import StageError
+from edgepipe.errors import StageError, summarize_exception
 from edgepipe.stages.base import StageContext
 from edgepipe.stages.calibration import calibration_samples
 from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx
@@ -36,10 +36,7 @@ def quantize_onnx(spec, ctx: StageContext) -> dict[str, Any]:
     except StageError:
         raise
     except Exception as exc:  # ORT raises RuntimeError/ValueError/onnx errors for bad graphs
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StageError(
-            f"ONNX Runtime quantization failed: {type(exc).__name__}: {first[:400]}"
-        ) from None
+        raise StageError(f"ONNX Runtime quantization failed: {summarize_exception(exc)}") from None
     _clean_scratch(ctx.out_dir)
     precision = "fp16" if spec.mode == "fp16" else "int8"
     return {

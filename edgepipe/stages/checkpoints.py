@@ -7,7 +7,7 @@ __all__ = ["load_into", "read_state_dict"]
 from pathlib import Path
 from typing import Any
 
-from edgepipe.errors import StageError
+from edgepipe.errors import StageError, summarize_exception
 
 # Training scripts wrap the state dict under one of these keys; timm's own order of preference.
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "model_state_dict")
@@ -29,7 +29,8 @@ def read_state_dict(path: Path) -> dict[str, Any]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError, RuntimeError, EOFError: all "unreadable"
             raise StageError(
-                f"cannot load checkpoint {path} with weights_only=True ({_first_line(exc)}). "
+                f"cannot load checkpoint {path} with weights_only=True "
+                f"({summarize_exception(exc)}). "
                 "Save a plain state_dict (torch.save(model.state_dict(), ...)) or .safetensors"
             ) from None
     state = _unwrap(state, path)
@@ -76,7 +77,3 @@ def raise_if_nothing_loaded(module: Any, state: dict[str, Any], path: Path) -> N
 def _summarise(text: str, limit: int = 600) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + " …"
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

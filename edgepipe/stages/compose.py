@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from edgepipe.errors import StageError
+from edgepipe.errors import StageError, summarize_exception
 from edgepipe.stages.base import (
     ArtifactKind,
     FieldError,
@@ -279,8 +279,7 @@ def _check(target: Path, pre: Preprocessing, input_name: str) -> None:
         session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
         outputs = session.run(None, {input_name: pre.feed(_photo())})
     except Exception as exc:  # checker and ORT errors (Fail, InvalidArgument, ...) alike
-        first = str(exc).strip().splitlines()[0][:400]
-        raise StageError(f"the composed model is broken: {type(exc).__name__}: {first}") from None
+        raise StageError(f"the composed model is broken: {summarize_exception(exc)}") from None
     if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
         raise StageError("the composed model gives NaN/inf on a sample photo (is the input's?)")
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from edgepipe.errors import StageError
+from edgepipe.errors import StageError, summarize_exception
 from edgepipe.stages.base import (
     Artifact,
     ArtifactKind,
@@ -139,7 +139,7 @@ def _convert(source: Artifact, ctx: StageContext) -> Any:
     except Exception as exc:  # OpenVINO raises RuntimeError/OpConversionFailure with C++ text
         raise StageError(
             f"OpenVINO could not convert the {source.kind.value} from '{source.stage_id}': "
-            f"{type(exc).__name__}: {_first_line(exc)}"
+            f"{summarize_exception(exc)}"
         ) from None
 
 
@@ -182,13 +182,9 @@ def _reshape(model: Any, dims: list[int | str]) -> None:
         model.reshape(shape)
     except Exception as exc:  # a graph with sizes baked in (e.g. position embeddings)
         raise StageError(
-            f"the model cannot take input_shape {dims}: {_first_line(exc)}. Keep the exported "
-            "size, or export with dynamic_hw: true"
+            f"the model cannot take input_shape {dims}: {summarize_exception(exc)}. "
+            "Keep the exported size, or export with dynamic_hw: true"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
 
 
 def _meta(source: Artifact, described: dict[str, Any], spec: ConvertOpenVinoSpec) -> dict:

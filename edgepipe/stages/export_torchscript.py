@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from edgepipe.errors import StageError
+from edgepipe.errors import StageError, summarize_exception
 from edgepipe.stages.base import (
     Artifact,
     ArtifactKind,
@@ -138,12 +138,14 @@ def _export(module, example, spec: ExportTorchScriptSpec, target: Path) -> None:
     except Exception as exc:  # the compiler and tracer raise RuntimeError, NotSupportedError…
         if spec.method == "script":
             raise StageError(_script_failure(exc)) from None
-        raise StageError(f"tracing failed: {_first_line(exc)}. Try method: script") from None
+        raise StageError(
+            f"tracing failed: {summarize_exception(exc)}. Try method: script"
+        ) from None
     if spec.optimize_for_mobile:
         try:  # it freezes by itself: freezing first would only run the same passes twice
             compiled = optimize_for_mobile(compiled)
         except RuntimeError as exc:
-            raise StageError(f"optimize_for_mobile failed: {_first_line(exc)}") from None
+            raise StageError(f"optimize_for_mobile failed: {summarize_exception(exc)}") from None
     elif spec.freeze:
         compiled = torch.jit.freeze(compiled)
     if spec.lite_interpreter:  # bytecode for PyTorch Mobile; else full TorchScript for libtorch
@@ -243,11 +245,6 @@ def _caller() -> str:
     own = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1]), warnings.__file__)
     outside = [f for f in traceback.extract_stack() if not f.filename.startswith(own)]
     return f"{outside[-1].filename.rpartition('site-packages/')[2]}:{outside[-1].lineno}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:400]
 
 
 def _script_failure(exc: BaseException) -> str:

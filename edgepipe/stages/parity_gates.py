@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULTS", "GATED_INPUTS", "Thresholds", "breaches", "gates_for", "metric_table"]
+__all__ = [
+    "DEFAULTS",
+    "GATED_INPUTS",
+    "Thresholds",
+    "breaches",
+    "gates_for",
+    "metric_table",
+    "worst_cosine",
+]
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,6 +91,11 @@ def gates_for(kind: str, overrides: Thresholds, trained: bool) -> dict[str, floa
         gates.update(dict.fromkeys(CLASS_GATES))
     gates.update(overrides.model_dump(exclude_none=True))
     return gates
+
+
+def worst_cosine(report: dict) -> float:
+    """The lowest cosine over every input group and output of a ``parity.json`` report."""
+    return min(m["cosine_min"] for outs in report["metrics"].values() for m in outs.values())
 
 
 def breaches(metrics: dict[str, float], gates: dict[str, float | None]) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from edgepipe.errors import StageError
+from edgepipe.errors import StageError, summarize_exception
 from edgepipe.stages.base import (
     Artifact,
     ArtifactKind,
@@ -92,8 +92,7 @@ def _simplify(source: Artifact, spec: SimplifySpec, target: Path) -> None:
             test_input_shapes=_test_shapes(source.meta),
         )
     except Exception as exc:  # onnxsim raises RuntimeError, ValueError, onnx errors...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StageError(f"onnxsim failed: {type(exc).__name__}: {first[:400]}") from None
+        raise StageError(f"onnxsim failed: {summarize_exception(exc)}") from None
     if not check_ok:
         raise StageError(
             "onnxsim's check failed: the simplified model's outputs differ from the "
