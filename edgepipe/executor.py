@@ -46,8 +46,7 @@ class StageOutcome:
 
 def preload_for(distributions: set[str]) -> list[str]:
     """Heavy modules worth importing once in the forkserver, of those the stages will use."""
-    names = {"onnxruntime" if d == "onnxruntime-gpu" else d for d in distributions}
-    return [m for m in _HEAVY if m in names and importlib.util.find_spec(m) is not None]
+    return [m for m in _HEAVY if m in distributions and importlib.util.find_spec(m) is not None]
 
 
 _context: Any = None
@@ -181,22 +180,16 @@ def _run_payload(payload: dict[str, Any]) -> tuple:
     import logging
 
     from edgepipe.capture import capture_stage_output
-    from edgepipe.stages.base import Artifact, ArtifactKind, StageContext, get_stage
+    from edgepipe.stages.base import StageContext, get_stage
 
     lines: list[str] = []
     try:
         stage = get_stage(payload["stage_type"])
         spec = stage.spec_class.model_validate(payload["spec"])
-        inputs = [
-            Artifact(
-                ArtifactKind(a["kind"]), Path(a["path"]), a["meta"], a["stage_id"], a["digest"]
-            )
-            for a in payload["inputs"]
-        ]
         ctx = StageContext(
             payload["stage_id"],
             Path(payload["recipe_dir"]),
-            inputs,
+            payload["inputs"],
             Path(payload["out_dir"]),
             logging.getLogger(f"edgepipe.stage.{payload['stage_id']}"),
         )

@@ -242,16 +242,7 @@ class Runner:
     def _run_stage_code(self, plan: StagePlan, out: Path) -> StageOutcome:
         """Run the stage's code, in a child process unless isolation is off (debugging)."""
         spec = self.graph.spec(plan.stage_id)
-        inputs = [
-            {
-                "kind": a.kind.value,
-                "path": str(a.path),
-                "meta": a.meta,
-                "stage_id": a.stage_id,
-                "digest": a.digest,
-            }
-            for a in self._input_artifacts(spec, plan.key_document["inputs"])
-        ]
+        inputs = self._input_artifacts(spec, plan.key_document["inputs"])
         payload = {
             "stage_type": spec.type,
             "spec": spec.model_dump(mode="json", exclude_unset=True),

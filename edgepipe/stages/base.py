@@ -28,7 +28,7 @@ import importlib.util
 import json
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -157,7 +157,6 @@ class StageContext:
     inputs: list[Artifact]
     out_dir: Path
     log: logging.Logger
-    ancestors: dict[str, Artifact] = field(default_factory=dict)
 
     def resolve(self, relative: Path) -> Path:
         """A recipe path, relative to the recipe file."""
