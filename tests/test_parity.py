@@ -147,6 +147,8 @@ def test_evaluate_gates_on_accuracy_drop(workspace):
           good: {type: evaluate, input: onnx, dataset: val, class_map: classes.txt}
           bad: {type: evaluate, input: other, reference: model, dataset: val,
                 class_map: classes.txt}
+          top5: {type: compose-preprocessing, input: onnx, postprocess: topk, top_k: 5}
+          good_top5: {type: evaluate, input: top5, dataset: val, class_map: classes.txt}
     """)
     result = workspace.cli("run", str(recipe))
     good = json.loads((workspace.out / "good" / "evaluate.json").read_text())
@@ -155,3 +157,33 @@ def test_evaluate_gates_on_accuracy_drop(workspace):
     assert result.returncode == 1
     assert "stage 'bad' failed: accuracy gate failed: top-1 dropped" in result.stderr
     assert np.isclose(good["top1_drop"], 0.0)
+    # a top-k graph outputs (scores, indices): it is ranked by its indices, not its scores
+    top5 = json.loads((workspace.out / "good_top5" / "evaluate.json").read_text())
+    assert top5["artifact"]["top1"] == 1.0 and top5["artifact"]["top5"] == 1.0, top5
+
+
+def test_max_images_takes_from_every_class(tmp_path):
+    from PIL import Image
+
+    from edgepipe.stages.evaluate import _labelled_images
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8)).save(tmp_path / name / f"{i}.png")
+    labels = [label for _, label in _labelled_images(tmp_path, None)]
+    assert labels[:2] == [0, 1] and sorted(labels) == [0, 0, 0, 1, 1, 1]
+
+
+def test_parity_with_nothing_to_compare_fails(workspace):
+    recipe = workspace.recipe("""
+        version: 1
+        name: empty
+        stages:
+          model: {type: load, name: test_resnet}
+          onnx: {type: export, input: model, exporter: torchscript}
+          check: {type: parity, input: onnx, max_images: 0, random_inputs: 0}
+    """)
+    result = workspace.cli("run", str(recipe))
+    assert result.returncode == 1
+    assert "nothing to gate: a fp32 artifact is judged on images and random" in result.stderr

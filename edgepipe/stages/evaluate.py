@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = ["EvaluateSpec", "EvaluateStage"]
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -75,9 +76,7 @@ class EvaluateStage(VerificationStage):
         reference, candidate = TorchReference(source, ctx.recipe_dir), open_candidate(artifact)
         hits = {"torch": [0, 0], "artifact": [0, 0]}
         for path, label in samples:
-            ref_logits, cand_logits = _predict(reference, candidate, path)
-            for name, logits in (("torch", ref_logits), ("artifact", cand_logits)):
-                ranked = logits.argsort()[::-1]
+            for name, ranked in zip(hits, _ranked_classes(reference, candidate, path), strict=True):
                 hits[name][0] += int(ranked[0] == label)
                 hits[name][1] += int(label in ranked[:5])
         count = len(samples)
@@ -107,21 +106,26 @@ def _labelled_images(root: Path, class_map: Path | None) -> list[tuple[Path, int
     if not folders:
         raise StageError(f"{root} has no class sub-folders (expected <class>/<image> files)")
     index = {name: i for i, name in enumerate(names)}
-    samples = [(path, index[f]) for f in folders for path in find_images(root / f)]
+    per_class = [[(path, index[f]) for path in find_images(root / f)] for f in folders]
+    # round-robin over the classes, so that max_images takes from every class, not the first
+    samples = [s for group in itertools.zip_longest(*per_class) for s in group if s is not None]
     if not samples:
         raise StageError(f"no images in the class folders under {root}")
     return samples
 
 
-def _predict(reference: TorchReference, candidate, path: Path):
+def _ranked_classes(reference: TorchReference, candidate, path: Path):
+    """Class indices, most likely first, by the torch model and by the artifact."""
     from PIL import Image
 
     with Image.open(path) as opened:
         image = candidate.prepare_image(opened.convert("RGB"))
     tensor = reference.transform(image)
-    ref = reference.forward(tensor)[0][0]
-    cand = candidate.forward(candidate.raw_input(image) if candidate.composed else tensor)[0][0]
-    return ref, cand
+    ref = reference.forward(tensor)[0][0].argsort()[::-1]
+    outputs = candidate.forward(candidate.raw_input(image) if candidate.composed else tensor)
+    if candidate.postprocess == "topk":  # (scores, indices), already ranked
+        return ref, outputs[1][0]
+    return ref, outputs[0][0].argsort()[::-1]
 
 
 def _gate(result: dict[str, Any], spec: EvaluateSpec) -> None:

@@ -89,10 +89,16 @@ class ParityStage(VerificationStage):
             for g, (ref, cand) in groups.items()
             if ref
         }
+        gated = GATED_INPUTS.get(kind, ("images", "random"))
+        if not any(g in metrics for g in gated):
+            raise StageError(
+                f"nothing to gate: a {kind} artifact is judged on {' and '.join(gated)}, and "
+                f"max_images: {spec.max_images}, random_inputs: {spec.random_inputs} gave none"
+            )
         failed = [
             f"{g}/{o}: {b}"
             for g, outs in metrics.items()
-            if g in GATED_INPUTS.get(kind, ("images", "random"))
+            if g in gated
             for o, m in outs.items()
             for b in breaches(m, gates)
         ]
@@ -170,19 +176,13 @@ def _compare(
             )
         }
     if postprocess == "topk":
+        # the artifact's top-k probabilities written into torch's: they differ only where wrong
         scores = np.concatenate([run[0] for run in cand_runs])
-        indices = np.concatenate([run[1] for run in cand_runs])
-        dense = np.full(ref_logits.shape, scores.min() - 1.0)
-        np.put_along_axis(dense, indices.astype(np.int64), scores, axis=1)
-        ref_dense = np.full(ref_logits.shape, -np.inf)
+        indices = np.concatenate([run[1] for run in cand_runs]).astype(np.int64)
         probs = softmax(ref_logits)
-        np.put_along_axis(
-            ref_dense,
-            indices.astype(np.int64),
-            np.take_along_axis(probs, indices.astype(np.int64), 1),
-            axis=1,
-        )
-        return {"topk": agreement(probs, np.where(np.isfinite(ref_dense), dense, probs))}
+        filled = probs.copy()
+        np.put_along_axis(filled, indices, scores, axis=1)
+        return {"topk": agreement(probs, filled)}
     outputs = {}
     for index in range(len(ref_runs[0])):
         ref = np.concatenate([run[index] for run in ref_runs])
