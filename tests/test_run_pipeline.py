@@ -179,3 +179,39 @@ def test_external_data_flows_through_simplify_and_parity(workspace):
     data = workspace.out / "simple" / "model.onnx.data"
     # onnx and ONNX Runtime refuse external data with several hard links: it must be a copy
     assert data.is_file() and data.stat().st_nlink == 1
+
+
+def _save_with_external_data(path, location: str, scale: float) -> None:
+    import onnx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten())
+    with torch.no_grad():
+        model[0].weight.fill_(scale)
+    torch.onnx.export(model.eval(), (torch.randn(1, 3, 8, 8),), str(path), dynamo=False)
+    proto = onnx.load(str(path))
+    onnx.save(proto, str(path), save_as_external_data=True, location=location, size_threshold=0)
+
+
+def test_loaded_onnx_external_weights_are_part_of_the_key(workspace):
+    _save_with_external_data(workspace.root / "given.onnx", "given.onnx.data", 0.5)
+    recipe = workspace.recipe("""
+        version: 1
+        name: external-source
+        stages:
+          m: {type: load, source: onnx, path: given.onnx}
+    """)
+    assert workspace.cli("run", str(recipe)).returncode == 0
+    # same graph file, new weights beside it: the artifact is rebuilt, not served stale
+    _save_with_external_data(workspace.root / "given.onnx", "given.onnx.data", 2.0)
+    plan = workspace.cli("plan", str(recipe))
+    assert "file 'external_data:given.onnx.data' changed" in plan.stdout, plan.stdout
+
+    # weights under a name edgepipe does not track are refused with the way out
+    _save_with_external_data(workspace.root / "odd.onnx", "weights.bin", 1.0)
+    odd = workspace.recipe(
+        "version: 1\nname: odd\nstages:\n  m: {type: load, source: onnx, path: odd.onnx}\n",
+        name="odd.yaml",
+    )
+    result = workspace.cli("run", str(odd))
+    assert result.returncode == 1
+    assert "keeps weights in weights.bin, which is not named after it" in result.stderr

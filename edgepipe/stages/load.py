@@ -157,6 +157,9 @@ class LoadStage(Stage):
             module = spec.factory.partition(":")[0]
             for index, source in enumerate(module_source_files(module, recipe_dir)):
                 files[f"factory_source_{index}"] = source
+        if spec.source == "onnx":  # its external weights, found by name: no onnx import here
+            for data in _external_data_files(recipe_dir / spec.path):
+                files[f"external_data:{data.name}"] = data
         return files
 
     def preflight(self, spec: LoadSpec, recipe_dir: Path) -> list[str]:
@@ -222,15 +225,38 @@ def _weights_origin(spec: LoadSpec) -> str:
     return "random" if spec.source == "timm" else "unknown"
 
 
+def _external_data_files(source: Path) -> list[Path]:
+    """Files beside an ONNX model named after it (``model.onnx.data``, ``model.onnx_data``):
+    where exporters put external weights, and so what its cache key covers."""
+    if not source.parent.is_dir():
+        return []
+    return sorted(
+        p for p in source.parent.iterdir() if p.name.startswith(source.name) and p != source
+    )
+
+
 def _copy_onnx(source: Path, out_dir: Path) -> dict[str, Any]:
     import onnx
+    from onnx.external_data_helper import ExternalDataInfo
 
     target = out_dir / "model.onnx"
     try:
         model = onnx.load(str(source), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends: all mean "not an ONNX model"
         raise StageError(f"{source} is not a readable ONNX model: {exc}") from None
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+    external = [
+        t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    if external:
+        keyed = {p.name for p in _external_data_files(source)}
+        elsewhere = sorted({ExternalDataInfo(t).location for t in external} - keyed)
+        if elsewhere:  # a change to it would not be seen: refuse rather than cache stale
+            raise StageError(
+                f"{source.name} keeps weights in {elsewhere[0]}, which is not named after it: "
+                f"edgepipe tracks external data files named {source.name}*. Re-save with "
+                f"onnx.save(model, '{source.name}', save_as_external_data=True, "
+                f"location='{source.name}.data')"
+            )
         model = onnx.load(str(source))
         onnx.save(model, str(target), save_as_external_data=True, location="model.onnx.data")
     else:
