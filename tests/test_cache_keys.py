@@ -109,3 +109,23 @@ def test_default_cache_dir_honours_environment(
     assert default_cache_dir() == tmp_path / "here"
     monkeypatch.delenv("EDGEPIPE_CACHE")
     assert default_cache_dir().name == "edgepipe"
+
+
+def test_factory_sources_are_found_in_packages_of_every_kind(tmp_path: Path) -> None:
+    from edgepipe.stages.sources import module_source_files
+
+    (tmp_path / "regular").mkdir()
+    (tmp_path / "regular" / "__init__.py").write_text("")
+    (tmp_path / "regular" / "net.py").write_text("def build(): ...\n")
+    (tmp_path / "namespace" / "layers").mkdir(parents=True)  # no __init__.py anywhere
+    (tmp_path / "namespace" / "net.py").write_text("def build(): ...\n")
+    (tmp_path / "namespace" / "layers" / "block.py").write_text("X = 1\n")
+    (tmp_path / "single.py").write_text("def build(): ...\n")
+
+    def names(module: str) -> list[str]:
+        return [p.relative_to(tmp_path).as_posix() for p in module_source_files(module, tmp_path)]
+
+    assert names("regular.net") == ["regular/__init__.py", "regular/net.py"]
+    assert names("namespace.net") == ["namespace/layers/block.py", "namespace/net.py"]
+    assert names("single") == ["single.py"]
+    assert module_source_files("pydantic", tmp_path) == []  # installed: keyed by its version

@@ -19,14 +19,16 @@ def module_source_files(module_name: str, recipe_dir: Path) -> list[Path]:
     top = module_name.split(".")[0]
     search = [str(recipe_dir), *sys.path]
     spec = importlib.machinery.PathFinder.find_spec(top, search)
-    if spec is None or spec.origin is None:
+    if spec is None:
         return []
-    root = Path(spec.origin)
-    if _installed(root):
+    if spec.submodule_search_locations:  # a package: every source file (namespace ones too)
+        folders = [Path(folder) for folder in spec.submodule_search_locations]
+        files = [p for f in folders for p in f.rglob("*.py") if "__pycache__" not in p.parts]
+    elif spec.origin:
+        files = [Path(spec.origin)]
+    else:
         return []
-    if spec.submodule_search_locations:  # a package: every source file in it
-        return sorted(p for p in root.parent.rglob("*.py") if "__pycache__" not in p.parts)
-    return [root]
+    return [] if any(_installed(f) for f in files) else sorted(files)
 
 
 def _installed(path: Path) -> bool:
