@@ -136,6 +136,18 @@ def test_unknown_timm_model_is_a_preflight_error(workspace):
     assert "'resnet5O' is not a timm model" in result.stderr
 
 
+def test_unknown_pretrained_tag_is_a_preflight_error(workspace):
+    recipe = workspace.recipe("""
+        version: 1
+        name: tag
+        stages:
+          m: {type: load, name: resnet18.bogus_tag, pretrained: true}
+    """)
+    result = workspace.cli("run", str(recipe))
+    assert result.returncode == 4
+    assert "timm has no pretrained tag 'resnet18.bogus_tag'; available: resnet18." in result.stderr
+
+
 def test_checkpoint_that_does_not_fit_names_the_fix(workspace):
     import timm
     import torch

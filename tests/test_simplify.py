@@ -55,3 +55,17 @@ def test_keep_input_passes_the_model_through(workspace):
     assert (out / "model.onnx").read_bytes() == (workspace.out / "m" / "model.onnx").read_bytes()
     assert json.loads((out / "artifact.json").read_text())["meta"]["simplified"] is False
     assert "warning: onnxsim failed" in result.stderr and "keep-input" in result.stderr
+
+
+def test_test_shapes_put_the_image_size_on_the_image_axes():
+    from edgepipe.stages.simplify import _test_shapes
+
+    meta = {
+        "data_config": {"input_size": [3, 160, 192]},
+        "inputs": [
+            {"name": "frames", "shape": ["batch", "height", "width", 3]},  # composed: NHWC
+            {"name": "tensor", "shape": ["batch", 3, "height", "width"]},
+            {"name": "fixed", "shape": [1, 3, 8, 8]},
+        ],
+    }
+    assert _test_shapes(meta) == {"frames": [1, 160, 192, 3], "tensor": [1, 3, 160, 192]}

@@ -27,7 +27,7 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.onnx_io import MODEL_FILE
+from edgepipe.stages.onnx_io import MODEL_FILE, image_axes
 
 ENGINE_DIR, TIMING_DIR, CTX_FILE = "trt_engines", "trt_timing", "model_ctx.onnx"
 PLAN_FILE, METADATA_FILE, PROVIDER = "model.plan", "trt_metadata.json", "TensorrtExecutionProvider"
@@ -149,8 +149,7 @@ def derive_profile(
         dims = value["shape"]
         if all(isinstance(d, int) for d in dims):
             continue
-        nhwc = len(dims) == 4 and dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4)
-        spatial = ((1, 2) if nhwc else (2, 3)) if len(dims) == 4 else ()
+        spatial = image_axes(dims)
         triples = []
         for axis, dim in enumerate(dims):
             if isinstance(dim, int):

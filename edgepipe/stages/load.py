@@ -244,9 +244,7 @@ def _copy_onnx(source: Path, out_dir: Path) -> dict[str, Any]:
         model = onnx.load(str(source), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends: all mean "not an ONNX model"
         raise StageError(f"{source} is not a readable ONNX model: {exc}") from None
-    external = [
-        t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
-    ]
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         keyed = {p.name for p in _external_data_files(source)}
         elsewhere = sorted({ExternalDataInfo(t).location for t in external} - keyed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MODEL_FILE", "describe_onnx", "model_path"]
+__all__ = ["MODEL_FILE", "describe_onnx", "image_axes"]
 
 from pathlib import Path
 from typing import Any
@@ -10,8 +10,13 @@ from typing import Any
 MODEL_FILE = "model.onnx"
 
 
-def model_path(artifact_dir: Path) -> Path:
-    return artifact_dir / MODEL_FILE
+def image_axes(dims: list) -> tuple[int, int] | tuple[()]:
+    """Height and width axes of an image input: NCHW, or NHWC when the last dim is 1/3/4 and
+    the second is not (a composed model's raw frames); none for other ranks."""
+    if len(dims) != 4:
+        return ()
+    nhwc = dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4)
+    return (1, 2) if nhwc else (2, 3)
 
 
 def describe_onnx(path: Path) -> dict[str, Any]:

@@ -31,7 +31,12 @@ def problems(name: str, pretrained: bool) -> list[str]:
         return []
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(name)
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError:  # a known architecture with an unknown tag: "Invalid pretrained tag"
+        tags = timm.list_pretrained(f"{name.split('.')[0]}.*")[:8]
+        hint = f"; available: {', '.join(tags)}" if tags else ""
+        return [f"timm has no pretrained tag '{name}'{hint}"]
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
         return [f"timm has no pretrained weights for '{name}'; use pretrained: false or weights:"]
     if _cached(cfg) or _hub_reachable(cfg):

@@ -19,7 +19,7 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx
+from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx, image_axes
 
 
 class SimplifySpec(SingleInputSpec):
@@ -108,16 +108,17 @@ def _simplify(source: Artifact, spec: SimplifySpec, target: Path) -> None:
 
 
 def _test_shapes(meta: dict[str, Any]) -> dict[str, list[int]]:
-    """Concrete shapes for dynamic inputs: batch 1, spatial dims from the model's data config."""
-    size = (meta.get("data_config") or {}).get("input_size") or [3, 224, 224]
+    """Concrete shapes for dynamic inputs: height/width from the model's data config (NCHW or
+    a composed model's NHWC frames), every other dynamic dim (the batch) 1."""
+    height, width = ((meta.get("data_config") or {}).get("input_size") or [3, 224, 224])[-2:]
     shapes = {}
     for value in meta.get("inputs", []):
         dims = value["shape"]
         if all(isinstance(d, int) for d in dims):
             continue
-        fallback = [1, *size] if len(dims) == 4 else [1] * len(dims)
+        sizes = dict(zip(image_axes(dims), (height, width), strict=False))
         shapes[value["name"]] = [
-            d if isinstance(d, int) else fallback[i] for i, d in enumerate(dims)
+            d if isinstance(d, int) else sizes.get(i, 1) for i, d in enumerate(dims)
         ]
     return shapes
 
