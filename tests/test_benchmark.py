@@ -110,3 +110,28 @@ def test_baseline_gate(workspace):
     other = workspace.cli("run", str(gated))
     assert other.returncode == 0, other.stderr
     assert "measured on other hardware" in other.stderr
+
+
+@pytest.mark.slow
+def test_openvino_throughput_hint_and_a_fixed_batch(workspace):
+    recipe = workspace.recipe(f"""
+        version: 1
+        name: streams
+        stages:
+          model: {{type: load, name: test_efficientnet}}
+          onnx: {{type: export, input: model, exporter: torchscript}}
+          ir: {{type: convert-openvino, input: onnx, input_shape: [1, 3, 160, 160]}}
+          bench: {{type: benchmark, inputs: [ir], batch_sizes: [1, 2], {FAST},
+                  openvino: {{hint: throughput}}}}
+    """)
+    result = workspace.cli("run", str(recipe))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((workspace.out / "bench" / "benchmark.json").read_text())["rows"]
+    # the IR is fixed to batch 1: batch 2 is skipped for it (and said), not a crash
+    assert {(r["label"], r["batch_size"]) for r in rows} == {("model", 1), ("model", 2), ("ir", 1)}
+    assert "ir takes batches of 1 only: batch size 2 skipped" in result.stderr
+    (ir,) = [r for r in rows if r["label"] == "ir"]
+    # the throughput hint keeps several requests in flight, and throughput counts them all
+    assert ir["runtime"] == "openvino CPU throughput" and ir["in_flight"] >= 1
+    expected = ir["batch_size"] * ir["in_flight"] * 1000 / ir["mean_ms"]
+    assert ir["throughput_per_s"] == pytest.approx(expected)

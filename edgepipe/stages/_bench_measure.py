@@ -40,7 +40,16 @@ def measure_all(
     rows = []
     for artifact in artifacts:
         target = open_target(artifact, spec, ctx.recipe_dir, threads)
+        fixed = _fixed_batch(artifact)
         for batch_size in spec.batch_sizes:
+            if fixed is not None and batch_size != fixed:
+                ctx.log.warning(
+                    "%s takes batches of %d only: batch size %d skipped",
+                    artifact.stage_id,
+                    fixed,
+                    batch_size,
+                )
+                continue
             rows.append(
                 _row(
                     spec,
@@ -95,6 +104,7 @@ def _row(
         window_seconds=spec.window_seconds,
         stability=spec.stability,
         max_seconds=spec.max_seconds,
+        in_flight=target.in_flight,
     )
     summary = result.summary()
     host = 0.0 if target.composed else preprocess_ms * batch_size
@@ -122,6 +132,13 @@ def _row(
         "e2e_p50_ms": summary["p50_ms"] + host,
         "parity": parity,
     }
+
+
+def _fixed_batch(artifact: Artifact) -> int | None:
+    """The batch size an exported graph is fixed to (e.g. ``dynamic_batch: false``), if any."""
+    inputs = artifact.meta.get("inputs") or []
+    first = inputs[0]["shape"][0] if inputs and inputs[0]["shape"] else None
+    return first if isinstance(first, int) else None
 
 
 def _add_speedups(rows: list[dict[str, Any]], reference: Artifact) -> None:

@@ -36,7 +36,11 @@ class OpenVinoSettings(BaseModel):
 
     device: str = Field(default="CPU", description="OpenVINO device: CPU, GPU, AUTO…")
     hint: Literal["latency", "throughput"] = Field(
-        default="latency", description=("PERFORMANCE_HINT.")
+        default="latency",
+        description=(
+            "PERFORMANCE_HINT. throughput: OpenVINO's optimal number of requests run at once; "
+            "the row's latency is per request under that load, its throughput counts them all."
+        ),
     )
     precision: Literal["default", "f32", "bf16", "f16"] = Field(
         default="default",
