@@ -33,7 +33,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     """One row per artifact and batch size; speedup is end-to-end vs torch eager."""
     env = report["environment"]
     lines = [
-        f"**{report['recipe']}** on {env['cpu']} ({report['method']['threads']} threads)",
+        f"**{report['recipe']}** on {env['cpu']} ({report['method']['threads']} threads)"
+        + (f", GPU {env['gpu']['name']}" if env.get("gpu") else ""),
         "",
         "| artifact | runtime | precision | size | batch | p50 ms | p90 ms | e2e p50 ms "
         "| throughput/s | speedup | parity |",

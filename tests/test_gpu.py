@@ -103,6 +103,8 @@ def test_spec_refuses_inconsistent_settings():
         spec(calibration_table=Path("t.flatbuffers"))
     with pytest.raises(ValidationError, match="QDQ models only"):
         spec(engine="native", int8=True, calibration_table=Path("t.flatbuffers"))
+    with pytest.raises(ValidationError, match="engine: native needs ep_context: true"):
+        spec(engine="native", ep_context=False)
     with pytest.raises(ValidationError, match="min <= opt <= max"):
         spec(profiles={"input": {"min": [2, 3], "opt": [1, 3], "max": [4, 3]}})
     with pytest.raises(ValidationError, match="less than or equal to 5"):

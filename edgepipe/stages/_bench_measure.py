@@ -14,8 +14,6 @@ from edgepipe.stages._timing import measure
 from edgepipe.stages.base import ARTIFACT_FILE, Artifact, ArtifactKind, StageContext
 from edgepipe.stages.samples import load_images
 
-_TOOLS = ("torch", "timm", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "pillow")
-
 
 def default_threads() -> int:
     """Cores this process may use (respects CPU affinity / container limits)."""
@@ -68,7 +66,7 @@ def measure_all(
     _add_speedups(rows, reference)
     return {
         "recipe": ctx.stage_id,
-        "environment": {**machine_fingerprint(), "tools": tool_versions(_TOOLS)},
+        "environment": _environment(spec, artifacts),
         "method": {
             "threads": threads,
             "warmup_seconds": spec.warmup_seconds,
@@ -132,6 +130,21 @@ def _row(
         "e2e_p50_ms": summary["p50_ms"] + host,
         "parity": parity,
     }
+
+
+def _environment(spec, artifacts: list[Artifact]) -> dict[str, Any]:
+    """Where the numbers were measured: the machine, the tools, and the GPU if one was used
+    (the baseline gate compares like with like only on the same hardware)."""
+    from edgepipe.stages.base import get_stage
+    from edgepipe.stages.benchmark import uses_gpu
+
+    tools = get_stage("benchmark").tools_for(spec)
+    environment = {**machine_fingerprint(), "tools": tool_versions(tools)}
+    if uses_gpu(spec) or any(a.meta.get("execution_provider") for a in artifacts):
+        from edgepipe.gpu import gpu_fingerprint
+
+        environment["gpu"] = gpu_fingerprint()
+    return environment
 
 
 def _fixed_batch(artifact: Artifact) -> int | None:

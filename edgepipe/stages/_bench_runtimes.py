@@ -70,10 +70,21 @@ class _OnnxRuntime(BenchTarget):
                 f"ONNX Runtime here lacks {', '.join(missing)} "
                 f"(available: {', '.join(ort.get_available_providers())})"
             )
+        if providers[0] != "CPUExecutionProvider":
+            from edgepipe.gpu import preload_libraries
+
+            preload_libraries()  # pip's CUDA/TensorRT libraries are off the loader's path
         self.session = ort.InferenceSession(
             str(artifact.path / "model.onnx"), options, providers=providers
         )
-        self.runtime = f"onnxruntime {providers[0].removesuffix('ExecutionProvider')}"
+        # the Python wrapper silently falls back to the next provider when one fails to load
+        loaded = self.session.get_providers()[0]
+        if loaded != providers[0]:
+            raise StageError(
+                f"{providers[0]} did not load for {artifact.stage_id} (ONNX Runtime fell back "
+                f"to {loaded}): are the CUDA/TensorRT libraries on the library path?"
+            )
+        self.runtime = f"onnxruntime {loaded.removesuffix('ExecutionProvider')}"
         self.input_name = self.session.get_inputs()[0].name
         self._binding = None
         if providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):

@@ -115,6 +115,10 @@ class BenchmarkSpec(MultiInputSpec):
         return {"images": self.images} if self.images else {}
 
 
+def uses_gpu(spec: BenchmarkSpec) -> bool:
+    return any(p != "CPUExecutionProvider" for p in spec.onnxruntime_providers)
+
+
 @register_stage
 class BenchmarkStage(Stage):
     type = "benchmark"
@@ -128,6 +132,10 @@ class BenchmarkStage(Stage):
         if field == "reference":
             return (ArtifactKind.TORCH_MODEL,)
         return (*_RUNNABLE, ArtifactKind.REPORT)
+
+    def tools_for(self, spec: BenchmarkSpec) -> tuple[str, ...]:
+        # on a CUDA machine ONNX Runtime is the onnxruntime-gpu distribution
+        return (*self.tools, "onnxruntime-gpu") if uses_gpu(spec) else self.tools
 
     def preflight(self, spec: BenchmarkSpec, recipe_dir: Path) -> list[str]:
         problems = super().preflight(spec, recipe_dir)
@@ -143,7 +151,7 @@ class BenchmarkStage(Stage):
 
         # timings belong to a machine, and the table is labelled with the stage ids
         extra = {"machine": machine_fingerprint(), "labels": list(spec.inputs)}
-        if any(p != "CPUExecutionProvider" for p in spec.onnxruntime_providers):
+        if uses_gpu(spec):
             from edgepipe.gpu import gpu_fingerprint
 
             extra["gpu"] = gpu_fingerprint()

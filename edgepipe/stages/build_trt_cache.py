@@ -93,6 +93,10 @@ class BuildTrtCacheSpec(SingleInputSpec):
             raise FieldError("calibration_table", "applies only with int8: true")
         if self.engine == "native" and self.calibration_table is not None:
             raise FieldError("calibration_table", "engine: native builds INT8 from QDQ models only")
+        if self.engine == "native" and not self.ep_context:
+            # ORT reaches a native plan only through the EP-context model; without it the
+            # session would build a fresh engine of its own and test that instead
+            raise FieldError("ep_context", "engine: native needs ep_context: true")
         if self.hw_range[0] > self.hw_range[1]:
             raise FieldError("hw_range", "needs min <= max")
         return self
