@@ -64,7 +64,7 @@ class EvaluateSpec(VerificationSpec):
 class EvaluateStage(VerificationStage):
     type = "evaluate"
     spec_class = EvaluateSpec
-    version = 1
+    version = 2  # 2: top-k graphs ranked by indices; max_images spread over classes
     summary = "Top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder."
 
     def run(self, spec: EvaluateSpec, ctx: StageContext) -> dict[str, Any]:
