@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["quantize_onnx"]
 
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def _pre_processed(src: Path, ctx: StageContext, enabled: bool, external: bool) 
     except Exception as exc:  # symbolic shape inference fails on some graphs: fall back
         ctx.log.warning(
             "quant_pre_process failed (%s); quantizing the model as is",
-            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+            summarize_exception(exc, 200),
         )
         return src
     return work
@@ -118,14 +119,15 @@ def _dynamic(work: Path, target: Path, spec, ctx: StageContext, external: bool) 
 
     options = spec.onnxruntime
     op_types = options.op_types or _DYNAMIC_OPS
-    convs = _count_ops(work, "Conv")
+    ops = _op_counts(work)
+    convs = ops["Conv"]
     if "Conv" in op_types and convs:
         ctx.log.warning(
             "dynamic quantization of %d Conv nodes produces ConvInteger, typically "
             "~3x slower than fp32 on CPU; use mode: static for conv nets",
             convs,
         )
-    elif convs and convs >= _count_ops(work, "MatMul") + _count_ops(work, "Gemm"):
+    elif convs and convs >= ops["MatMul"] + ops["Gemm"]:
         ctx.log.warning(
             "this graph is conv-heavy (%d Conv): dynamic mode leaves them float and "
             "gains little; mode: static quantizes them",
@@ -183,12 +185,10 @@ def _qtype(name: str):
     return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
 
 
-def _count_ops(path: Path, op_type: str) -> int:
+def _op_counts(path: Path) -> Counter:
     import onnx
 
-    return sum(
-        n.op_type == op_type for n in onnx.load(str(path), load_external_data=False).graph.node
-    )
+    return Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def _clean_scratch(out_dir: Path) -> None:

@@ -77,8 +77,8 @@ class ExportStage(Stage):
         target = ctx.out_dir / MODEL_FILE
         used = _export_with_fallback(input_only(module), example, spec, target, external, ctx)
         _strip_stack_traces(target)
-        _check(target, spec)
         meta = describe_onnx(target)
+        _check(target, spec, meta["inputs"])
         ctx.log.info("exported with the %s exporter at opset %s", used, meta["opset"])
         return {**meta, "exporter": used, "data_config": {**data_config, "input_size": size}}
 
@@ -191,14 +191,13 @@ def _strip_stack_traces(target: Path) -> None:
         onnx.save(model, str(target))
 
 
-def _check(target: Path, spec: ExportSpec) -> None:
+def _check(target: Path, spec: ExportSpec, inputs: list[dict[str, Any]]) -> None:
     import onnx
 
     try:
         onnx.checker.check_model(str(target))
     except onnx.checker.ValidationError as exc:
         raise StageError(f"the exported model is not valid ONNX: {_condense(exc)}") from None
-    inputs = describe_onnx(target)["inputs"]
     if spec.dynamic_batch and inputs and isinstance(inputs[0]["shape"][0], int):
         raise StageError(
             "dynamic_batch is set but the exported model has a fixed batch of "

@@ -35,7 +35,7 @@ from edgepipe.stages.base import (
     register_stage,
 )
 from edgepipe.stages.inference import Candidate, register_candidate
-from edgepipe.stages.torch_model import input_only, rebuild
+from edgepipe.stages.torch_model import forward_numpy, input_only, output_tensors, rebuild
 
 FULL_FILE = "model.pt"
 LITE_FILE = "model.ptl"
@@ -167,11 +167,6 @@ def load_torchscript(path: Path):
         return torch.jit.load(str(path), map_location="cpu")
 
 
-def _tensors(outputs) -> list:
-    outputs = list(outputs.values()) if isinstance(outputs, dict) else outputs
-    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-
-
 def _check_saved(eager, loaded, example, traced: list[str] | None, ctx) -> tuple[float, bool]:
     """The largest difference to eager on the example and on an unseen input with one sample more
     (StageError beyond tolerance; ``traced``: trace warnings, the likely cause); and whether that
@@ -184,18 +179,20 @@ def _check_saved(eager, loaded, example, traced: list[str] | None, ctx) -> tuple
     seeded = torch.Generator().manual_seed(1)
     unseen = torch.randn(len(example) + 1, *example.shape[1:], generator=seeded)
     try:
-        loaded(unseen)
+        on_unseen = loaded(unseen)
     except Exception as exc:  # a baked-in batch size fails in reshape, view, broadcasting…
         why = (str(exc).strip().splitlines() or [""])[-1]  # TorchScript puts the cause last
         ctx.log.warning("the saved model works for batch %d only (%s)", len(example), why)
-        unseen = unseen[: len(example)]
+        unseen, on_unseen = unseen[: len(example)], None
     worst = _difference(eager, loaded, example, "the example input", hint)
-    worst = max(worst, _difference(eager, loaded, unseen, "an unseen input", hint))
+    worst = max(worst, _difference(eager, loaded, unseen, "an unseen input", hint, on_unseen))
     return worst, len(unseen) > len(example)
 
 
-def _difference(eager, loaded, batch, what: str, hint: str) -> float:
-    expected, actual = _tensors(eager(batch)), _tensors(loaded(batch))
+def _difference(eager, loaded, batch, what: str, hint: str, outputs=None) -> float:
+    """``outputs``: the saved model's, when already computed on ``batch``."""
+    expected = output_tensors(eager(batch))
+    actual = output_tensors(loaded(batch) if outputs is None else outputs)
     shapes = [tuple(t.shape) for t in expected]
     if shapes != [tuple(t.shape) for t in actual]:
         raise StageError(f"on {what} the saved model's output shapes differ from {shapes}{hint}")
@@ -273,8 +270,4 @@ class TorchScriptCandidate(Candidate):
         self.module = load_torchscript(artifact.path / artifact.meta.get("model_file", FULL_FILE))
 
     def forward(self, batch: Any) -> list[Any]:
-        import torch
-
-        with torch.no_grad():
-            outputs = self.module(torch.from_numpy(batch))
-        return [o.float().numpy() for o in _tensors(outputs)]
+        return forward_numpy(self.module, batch)

@@ -28,7 +28,7 @@ from edgepipe.errors import StageError
 from edgepipe.stages.base import Artifact, ArtifactKind, Stage, StageSpec
 from edgepipe.stages.onnx_io import MODEL_FILE
 from edgepipe.stages.samples import fit_fixed_size, raw_pixels
-from edgepipe.stages.torch_model import rebuild
+from edgepipe.stages.torch_model import forward_numpy, rebuild
 
 _TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
@@ -55,15 +55,7 @@ class TorchReference:
         return self._transform(image).unsqueeze(0).numpy()
 
     def forward(self, batch: Any) -> list[Any]:
-        import torch
-
-        with torch.no_grad():
-            outputs = self.module(torch.from_numpy(batch))
-        if isinstance(outputs, dict):
-            outputs = list(outputs.values())
-        if not isinstance(outputs, list | tuple):
-            outputs = [outputs]
-        return [o.float().numpy() for o in outputs]
+        return forward_numpy(self.module, batch)
 
 
 class Candidate:

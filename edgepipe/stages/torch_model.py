@@ -12,8 +12,10 @@ __all__ = [
     "MODEL_FILE",
     "WEIGHTS_FILE",
     "data_config_of",
+    "forward_numpy",
     "import_callable",
     "input_only",
+    "output_tensors",
     "rebuild",
     "save_torch_model",
 ]
@@ -116,6 +118,21 @@ def data_config_of(module: Any, overrides: dict[str, Any]) -> dict[str, Any]:
         "crop_pct": float(config.get("crop_pct", 0.875)),
         "crop_mode": str(config.get("crop_mode", "center")),
     }
+
+
+def output_tensors(outputs: Any) -> list[Any]:
+    """A model's outputs as a list: a dict's values, a tuple's items, or the one tensor."""
+    outputs = list(outputs.values()) if isinstance(outputs, dict) else outputs
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+def forward_numpy(module: Any, batch: Any) -> list[Any]:
+    """Run a torch (or TorchScript) module on a numpy batch: its outputs as float32 arrays."""
+    import torch
+
+    with torch.no_grad():
+        outputs = module(torch.from_numpy(batch))
+    return [o.float().numpy() for o in output_tensors(outputs)]
 
 
 def input_only(module: Any) -> Any:
