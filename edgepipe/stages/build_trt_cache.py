@@ -27,7 +27,7 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.onnx_io import MODEL_FILE, image_axes
+from edgepipe.stages.onnx_io import MODEL_FILE, copy_model_files, image_axes
 
 ENGINE_DIR, TIMING_DIR, CTX_FILE = "trt_engines", "trt_timing", "model_ctx.onnx"
 PLAN_FILE, METADATA_FILE, PROVIDER = "model.plan", "trt_metadata.json", "TensorrtExecutionProvider"
@@ -195,8 +195,7 @@ class BuildTrtCacheStage(Stage):
 
     def run(self, spec: BuildTrtCacheSpec, ctx: StageContext) -> dict[str, Any]:
         source, out = ctx.inputs[0], ctx.out_dir
-        for produced in source.path.glob(f"{MODEL_FILE}*"):  # model.onnx and its .data
-            shutil.copyfile(produced, out / produced.name)
+        copy_model_files(source.path, out)
         (out / ENGINE_DIR).mkdir()
         if table := spec.calibration_table:  # ORT reads it from the engine cache folder
             shutil.copyfile(ctx.resolve(table), out / ENGINE_DIR / table.name)

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from edgepipe.errors import StageError
 from edgepipe.stages.base import ArtifactKind, SingleInputSpec, Stage, StageContext, register_stage
-from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx
+from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx, remove_model_files
 from edgepipe.stages.torch_model import input_only, rebuild
 
 # protobuf caps a single ONNX file at 2 GiB; leave headroom for the graph itself.
@@ -111,8 +111,7 @@ def _export_with_fallback(
             return exporter
         except Exception as exc:  # exporters raise anything from TorchExportError to KeyError
             failures[exporter] = _condense(exc)
-            for leftover in target.parent.glob(f"{MODEL_FILE}*"):
-                leftover.unlink()
+            remove_model_files(target.parent)
     details = "; ".join(f"{name} exporter: {msg}" for name, msg in failures.items())
     raise StageError(
         f"the model could not be exported to ONNX opset {spec.opset}. {details}. "

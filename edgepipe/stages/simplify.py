@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = ["SimplifySpec", "SimplifyStage"]
 
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +18,13 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx, image_axes
+from edgepipe.stages.onnx_io import (
+    MODEL_FILE,
+    copy_model_files,
+    describe_onnx,
+    image_axes,
+    remove_model_files,
+)
 
 
 class SimplifySpec(SingleInputSpec):
@@ -62,9 +67,8 @@ class SimplifyStage(Stage):
             if spec.on_failure == "error":
                 raise
             ctx.log.warning("%s; keeping the input model unchanged (on_failure: keep-input)", exc)
-            for produced in ctx.out_dir.glob(f"{MODEL_FILE}*"):
-                produced.unlink()
-            _copy_model(source.path, ctx.out_dir)
+            remove_model_files(ctx.out_dir)
+            copy_model_files(source.path, ctx.out_dir)
             return {**source.meta, "simplified": False}
         meta = describe_onnx(ctx.out_dir / MODEL_FILE)
         before, after = _node_count(source.path / MODEL_FILE), _node_count(ctx.out_dir / MODEL_FILE)
@@ -127,8 +131,3 @@ def _node_count(path: Path) -> int:
     import onnx
 
     return len(onnx.load(str(path), load_external_data=False).graph.node)
-
-
-def _copy_model(source_dir: Path, out_dir: Path) -> None:
-    for produced in source_dir.glob(f"{MODEL_FILE}*"):
-        shutil.copyfile(produced, out_dir / produced.name)
