@@ -90,7 +90,11 @@ def calibration_samples(
         images[i % len(images)] if i < len(images) else _random_crop(images[i % len(images)], rng)
         for i in range(spec.count)
     ]
-    return [_as_input(image, meta) for image in chosen]
+    pre = meta.get("preprocessing")
+    if pre:  # a composed model takes raw pixels in its own layout
+        return [raw_pixels(fit_fixed_size(image, pre), pre) for image in chosen]
+    transform = timm_eval_transform(meta["data_config"])  # built once, not per sample
+    return [transform(image).unsqueeze(0).numpy() for image in chosen]
 
 
 def _random_crop(image: Any, rng) -> Any:
@@ -100,13 +104,6 @@ def _random_crop(image: Any, rng) -> Any:
     w, h = max(1, int(width * scale)), max(1, int(height * scale))
     left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
     return image.crop((left, top, left + w, top + h))
-
-
-def _as_input(image: Any, meta: dict[str, Any]) -> Any:
-    pre = meta.get("preprocessing")
-    if pre:  # a composed model takes raw pixels in its own layout
-        return raw_pixels(fit_fixed_size(image, pre), pre)
-    return timm_eval_transform(meta["data_config"])(image).unsqueeze(0).numpy()
 
 
 def _random_input(meta: dict[str, Any], rng) -> Any:
