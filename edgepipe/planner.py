@@ -60,6 +60,9 @@ class Planner:
         self.cache = cache
         self.force = force or set()
         self.remote = remote
+        # one key per stage and input digests for the whole run: planning, running and the
+        # lockfile all ask, and a key hashes files and reads tool versions
+        self._keys: dict[tuple[str, tuple[str, ...]], tuple[str, dict[str, Any]]] = {}
 
     def find(self, key: str) -> ActionRecord | None:
         """The action record for ``key``: local cache first, then the remote (pulled locally)."""
@@ -74,6 +77,12 @@ class Planner:
 
     def key_for(self, stage_id: str, input_digests: list[str]) -> tuple[str, dict[str, Any]]:
         """Action key and key document of a stage whose inputs' output digests are known."""
+        memo = (stage_id, tuple(input_digests))
+        if memo not in self._keys:
+            self._keys[memo] = self._compute_key(stage_id, input_digests)
+        return self._keys[memo]
+
+    def _compute_key(self, stage_id: str, input_digests: list[str]) -> tuple[str, dict[str, Any]]:
         spec, stage = self.graph.spec(stage_id), self.graph.stage(stage_id)
         files = {
             name: self._content_digest(path)
