@@ -19,6 +19,7 @@ from edgepipe.stages.inference import (
     VerificationSpec,
     VerificationStage,
     open_candidate,
+    run_on_image,
 )
 from edgepipe.stages.samples import find_images
 
@@ -119,10 +120,8 @@ def _ranked_classes(reference: TorchReference, candidate, path: Path):
     from PIL import Image
 
     with Image.open(path) as opened:
-        image = candidate.prepare_image(opened.convert("RGB"))
-    tensor = reference.transform(image)
-    ref = reference.forward(tensor)[0][0].argsort()[::-1]
-    outputs = candidate.forward(candidate.raw_input(image) if candidate.composed else tensor)
+        ref_outputs, outputs = run_on_image(reference, candidate, opened.convert("RGB"))
+    ref = ref_outputs[0][0].argsort()[::-1]
     if candidate.postprocess == "topk":  # (scores, indices), already ranked
         return ref, outputs[1][0]
     return ref, outputs[0][0].argsort()[::-1]

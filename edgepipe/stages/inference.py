@@ -16,6 +16,7 @@ __all__ = [
     "candidate_kinds",
     "open_candidate",
     "register_candidate",
+    "run_on_image",
     "timm_eval_transform",
 ]
 
@@ -88,6 +89,15 @@ class Candidate:
 
     def forward(self, batch: Any) -> list[Any]:
         raise NotImplementedError
+
+
+def run_on_image(reference: TorchReference, candidate: Candidate, image: Any) -> tuple[list, list]:
+    """Both models' outputs on one photo: the torch model through timm's transform, the
+    artifact on the same tensor or, for a composed graph, on the photo's raw pixels."""
+    image = candidate.prepare_image(image)
+    tensor = reference.transform(image)
+    raw = candidate.raw_input(image) if candidate.composed else tensor
+    return reference.forward(tensor), candidate.forward(raw)
 
 
 _CANDIDATES: dict[ArtifactKind, type[Candidate]] = {}

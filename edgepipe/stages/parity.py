@@ -18,6 +18,7 @@ from edgepipe.stages.inference import (
     VerificationSpec,
     VerificationStage,
     open_candidate,
+    run_on_image,
 )
 from edgepipe.stages.metrics import agreement, softmax
 from edgepipe.stages.parity_gates import (
@@ -126,15 +127,8 @@ class ParityStage(VerificationStage):
 
 
 def _on_images(reference, candidate, images) -> tuple[list, list]:
-    ref_out, cand_out = [], []
-    for _name, image in images:
-        image = candidate.prepare_image(image)
-        tensor = reference.transform(image)
-        ref_out.append(reference.forward(tensor))
-        cand_out.append(
-            candidate.forward(candidate.raw_input(image) if candidate.composed else tensor)
-        )
-    return ref_out, cand_out
+    pairs = [run_on_image(reference, candidate, image) for _name, image in images]
+    return [ref for ref, _ in pairs], [cand for _, cand in pairs]
 
 
 def _on_random(reference, candidate, spec: ParitySpec) -> tuple[list, list]:
@@ -145,20 +139,15 @@ def _on_random(reference, candidate, spec: ParitySpec) -> tuple[list, list]:
     ref_out, cand_out = [], []
     for _ in range(spec.random_inputs):
         if candidate.composed:  # random photos-sized noise through both preprocessings
-            pixels = rng.integers(
-                0,
-                256,
-                (int(rng.integers(200, 400)), int(rng.integers(200, 400)), 3),
-                dtype=np.uint8,
-            )
-            image = candidate.prepare_image(Image.fromarray(pixels))
-            tensor = reference.transform(image)
-            cand_out.append(candidate.forward(candidate.raw_input(image)))
+            size = (int(rng.integers(200, 400)), int(rng.integers(200, 400)), 3)
+            noise = Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8))
+            ref, cand = run_on_image(reference, candidate, noise)
         else:
             shape = (1, *reference.data_config["input_size"])
             tensor = rng.standard_normal(shape).astype(np.float32)
-            cand_out.append(candidate.forward(tensor))
-        ref_out.append(reference.forward(tensor))
+            ref, cand = reference.forward(tensor), candidate.forward(tensor)
+        ref_out.append(ref)
+        cand_out.append(cand)
     return ref_out, cand_out
 
 
