@@ -24,7 +24,7 @@ from typing import Any
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.gpu import preload_libraries
-from edgepipe.stages.inference import Candidate
+from edgepipe.stages.inference import OnnxCandidate
 from edgepipe.stages.onnx_io import MODEL_FILE
 from edgepipe.stages.preprocess_graph import Preprocessing
 
@@ -249,17 +249,13 @@ def wrap_plan(plan: Path, model: Path, meta: dict[str, Any]) -> None:
     onnx.save(wrapper, str(plan.parent / "model_ctx.onnx"))
 
 
-class GpuOnnxCandidate(Candidate):
-    """A TensorRT/CUDA artifact for verification stages (parity, evaluate)."""
+class GpuOnnxCandidate(OnnxCandidate):
+    """A TensorRT/CUDA artifact for verification stages (parity, evaluate): its prebuilt
+    engines through TensorRT, the remaining nodes on CUDA."""
 
-    def __init__(self, artifact: Any, threads: int | None = None):
-        super().__init__(artifact)
-        self.session, self._keepalive = open_gpu_session(artifact.path, artifact.meta, threads)
-        self.input = self.session.get_inputs()[0]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def forward(self, batch: Any) -> list[Any]:
-        return self.session.run(None, {self.input.name: batch})
+    def _open_session(self, artifact: Any) -> Any:
+        session, self._keepalive = open_gpu_session(artifact.path, artifact.meta, None)
+        return session
 
 
 class IoBindingRunner:

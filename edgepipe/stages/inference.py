@@ -132,19 +132,20 @@ def open_candidate(artifact: Artifact) -> Candidate:
 class OnnxCandidate(Candidate):
     """An ONNX artifact in ONNX Runtime (CPU execution provider)."""
 
-    def __init__(self, artifact: Artifact, threads: int | None = None):
-        import onnxruntime as ort
-
+    def __init__(self, artifact: Artifact):
         super().__init__(artifact)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(artifact.path / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = self._open_session(artifact)
         self.input = self.session.get_inputs()[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _open_session(self, artifact: Artifact) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return ort.InferenceSession(
+            str(artifact.path / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        )
 
     def forward(self, batch: Any) -> list[Any]:
         return self.session.run(None, {self.input.name: batch})
