@@ -162,6 +162,16 @@ class ContentStore(CacheLayout):
             pass  # someone else's object in a shared cache; it exists, which is what matters
         return True
 
+    def adopt(self, tmp: Path, digest: str) -> None:
+        """Install ``tmp``, a private file under tmp/ whose bytes the caller has just hashed
+        to ``digest`` (e.g. a verified download), without reading it again. If the object is
+        already stored, ``tmp`` is left for the caller to remove."""
+        if self._refresh_existing(digest):
+            return
+        with self._file_lock(digest):
+            if not self._refresh_existing(digest):
+                self._install(tmp, digest)
+
     def _put_owned(self, source: Path) -> str:
         # The file is ours (under tmp/, same filesystem): link instead of copying, then hash the
         # link, so what gets installed is exactly what was hashed.
@@ -172,10 +182,7 @@ class ContentStore(CacheLayout):
             return self._put_copy(source)
         try:
             digest = sha256_file(tmp)
-            if not self._refresh_existing(digest):
-                with self._file_lock(digest):
-                    if not self._refresh_existing(digest):
-                        self._install(tmp, digest)
+            self.adopt(tmp, digest)
         finally:
             tmp.unlink(missing_ok=True)
         return digest
@@ -200,14 +207,12 @@ class ContentStore(CacheLayout):
         digest = hashlib.sha256(data).hexdigest()
         if self._refresh_existing(digest):
             return digest
-        with self._file_lock(digest):
-            if not self._refresh_existing(digest):
-                tmp = self._new_tmp_path("put")
-                try:
-                    tmp.write_bytes(data)
-                    self._install(tmp, digest)
-                finally:
-                    tmp.unlink(missing_ok=True)
+        tmp = self._new_tmp_path("put")
+        try:
+            tmp.write_bytes(data)
+            self.adopt(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
         return digest
 
     def _install(self, tmp: Path, digest: str) -> None:

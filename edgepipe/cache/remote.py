@@ -191,16 +191,15 @@ class RemoteCache:
         return count, size
 
     def _fetch_object(self, digest: str) -> int:
-        # Download beside the local objects, verify, then let put_file link it in atomically.
+        # Download beside the local objects, hashing as it streams (a mismatch raises), then
+        # install that private file as it is: it is not read a second time.
         self.local.tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.local.tmp_dir / tmp_name("pull")
         try:
             size = self._store.download_verified(digest, tmp)
-            stored = self.local.put_file(tmp)
+            self.local.adopt(tmp, digest)
         finally:
             tmp.unlink(missing_ok=True)
-        if stored != digest:  # only if our private temp file was changed under us
-            raise CacheCorruptError(f"object {digest} changed while being stored; pull again")
         logger.debug("pulled object %s (%s) from %s", digest, _fmt_bytes(size), self.url)
         return size
 
