@@ -112,15 +112,16 @@ class Planner:
             plan.reasons = [f"input '{up}' will be rebuilt" for up in pending]
             return plan
         plan.key, plan.key_document = self.key_for(stage_id, [known[u] for u in spec.input_ids()])
+        if stage_id in self.force:  # rebuilt whatever is stored, so never pulled from a remote
+            plan.record = self.cache.get_action(plan.key)
+            plan.reasons = ["--force"]
+            return plan
         plan.record = self.find(plan.key)
-        if plan.record is not None and stage_id not in self.force:
+        if plan.record is not None:
             plan.status = "cached"
             return plan
-        if stage_id in self.force:
-            plan.reasons = ["--force"]
-        else:
-            previous = self.cache.last_key_document(self.graph.recipe.name, index_name(stage_id))
-            plan.reasons = explain(previous, plan.key_document, spec.input_ids())
+        previous = self.cache.last_key_document(self.graph.recipe.name, index_name(stage_id))
+        plan.reasons = explain(previous, plan.key_document, spec.input_ids())
         return plan
 
     def plan(self, selected: list[str]) -> list[StagePlan]:

@@ -223,3 +223,16 @@ def test_concurrent_processes_store_the_same_content(cache: Cache, tmp_path: Pat
         f"sub/f{i}.bin" for i in range(20)
     )
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("out")] == ["out"]
+
+
+def test_gc_sweeps_old_object_and_action_locks_only(cache: Cache) -> None:
+    cache.locks_dir.mkdir(parents=True, exist_ok=True)
+    digest = "ab" * 32
+    names = [f"{digest}.lock", f"action-{digest}.lock", "index.lock", f"action-{'cd' * 32}.lock"]
+    for name in names:
+        (cache.locks_dir / name).write_text("")
+    for name in names[:3]:
+        age(cache.locks_dir / name, 2 * HOUR)
+    cache.gc()
+    # stale per-object and per-action locks go; named locks and fresh ones stay
+    assert sorted(p.name for p in cache.locks_dir.iterdir()) == sorted(names[2:])

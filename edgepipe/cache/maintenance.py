@@ -257,13 +257,16 @@ def _walk_stats(path: Path) -> tuple[float, int]:
 
 
 def _sweep_locks(cache: ActionCache, now: float) -> None:
-    # Per-object lock files pile up (one per object ever written); named locks are left alone.
-    # Unlinking while holding the lock is safe: filelock retries on an unlinked inode.
+    # Per-object and per-action lock files pile up (one per object or action ever written);
+    # other named locks are left alone. Unlinking while holding the lock is safe: filelock
+    # retries on an unlinked inode.
     from filelock import FileLock, Timeout
 
     for path in cache.locks_dir.glob("*.lock"):
         try:
-            if not is_digest(path.stem) or now - path.stat().st_mtime < OBJECT_GRACE_S:
+            if not is_digest(path.stem.removeprefix("action-")):
+                continue
+            if now - path.stat().st_mtime < OBJECT_GRACE_S:
                 continue
             with FileLock(path, timeout=0):
                 path.unlink(missing_ok=True)
