@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edgepipe.cache import ActionRecord, Cache
+from edgepipe.cache import ActionRecord, Cache, CacheCorruptError
 from edgepipe.cache.remote import RemoteCache, RemoteCacheError
 from edgepipe.errors import EdgepipeError, PreflightError, StageFailure, summarize_exception
 from edgepipe.executor import (
@@ -155,7 +155,7 @@ class Runner:
         """On a worker thread: reuse or build, record, materialise."""
         started = time.perf_counter()
         try:
-            record, built = self._cached_or_built(plan)
+            record, built = self._reuse_or_build(plan)
         except Exception as exc:  # any stage failure is reported; only this stage is lost
             result = StageResult(
                 plan.stage_id,
@@ -171,7 +171,6 @@ class Runner:
             self.graph.recipe.name, index_name(plan.stage_id), plan.key_document
         )
         known[plan.stage_id] = record.output_digest
-        self._materialize(plan.stage_id, record.output_digest)
         result = StageResult(
             plan.stage_id,
             plan.stage_type,
@@ -184,6 +183,21 @@ class Runner:
         )
         self.observer.stage_finished(result)
         return result
+
+    def _reuse_or_build(self, plan: StagePlan) -> tuple[ActionRecord, bool]:
+        """Reuse or build the output, and materialise it. A hit whose objects gc evicted
+        meanwhile is no hit any more (records are checked against their objects): rebuilt."""
+        record, built = self._cached_or_built(plan)
+        try:
+            self._materialize(plan.stage_id, record.output_digest)
+        except CacheCorruptError as exc:
+            if built:
+                raise
+            log.warning("%s: cached output unusable (%s); building again", plan.stage_id, exc)
+            plan.status = "run"
+            record, built = self._cached_or_built(plan)
+            self._materialize(plan.stage_id, record.output_digest)
+        return record, built
 
     def _cached_or_built(self, plan: StagePlan) -> tuple[ActionRecord, bool]:
         if plan.status == "cached":

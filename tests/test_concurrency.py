@@ -133,3 +133,34 @@ def test_concurrent_runs_build_each_action_once(workspace, tmp_path):
     assert verify.returncode == 0, verify.stdout
     for i in range(2):
         assert (tmp_path / f"out{i}" / "b_simple" / "model.onnx").is_file()
+
+
+def test_a_hit_evicted_before_it_is_materialised_is_built_again(tmp_path):
+    from edgepipe.cache import Cache
+    from edgepipe.graph import PipelineGraph
+    from edgepipe.recipe import load_recipe
+    from edgepipe.runner import Runner
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nname: evicted\nstages:\n  m: {type: load, name: test_resnet}\n")
+    graph, cache, out = (
+        PipelineGraph(load_recipe(recipe)),
+        Cache(tmp_path / "cache"),
+        tmp_path / "o",
+    )
+    assert Runner(graph, cache, out, isolate=False).run(["m"]).stages[0].outcome == "built"
+
+    runner = Runner(graph, cache, out, isolate=False)
+    materialize, evicted = runner._materialize, []
+
+    def gc_strikes_first(stage_id, digest):  # a concurrent gc removes the hit's objects
+        if not evicted:
+            evicted.append(digest)
+            for entry in cache.read_manifest(digest):
+                cache.object_path(entry.digest).unlink()
+        materialize(stage_id, digest)
+
+    runner._materialize = gc_strikes_first
+    (result,) = runner.run(["m"]).stages
+    assert evicted and result.outcome == "built", result.message
+    assert (out / "m" / "artifact.json").is_file()
