@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from edgepipe.cache._layout import check_name
 from edgepipe.cache.cas import ContentStore
 from edgepipe.cache.digest import check_digest, is_digest
 from edgepipe.cache.keys import canonical_json
-from edgepipe.cache.models import ActionRecord, CacheCorruptError
+from edgepipe.cache.models import ActionRecord, CacheCorruptError, parse_record
 
 logger = logging.getLogger(__name__)
 
@@ -124,13 +122,6 @@ class ActionCache(ContentStore):
 
 def _load_record(path: Path, key: str) -> tuple[ActionRecord | None, str | None]:
     # Returns (record, None) or (None, reason); FileNotFoundError propagates.
-    data = path.read_bytes()
-    try:
-        record = ActionRecord.model_validate_json(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        return None, f"not a valid action record: {first['msg']}" + (f" ({where})" if where else "")
-    if not is_digest(key) or record.key != key:
-        return None, f"record for key {record.key} is stored under the wrong name"
-    return record, None
+    if not is_digest(key):
+        return None, f"{path.name} is not named after an action key"
+    return parse_record(path.read_bytes(), key)

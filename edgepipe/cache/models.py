@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["ActionRecord", "CacheCorruptError", "Digest", "ManifestEntry"]
+__all__ = ["ActionRecord", "CacheCorruptError", "Digest", "ManifestEntry", "parse_record"]
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgepipe.errors import CacheError
 
@@ -67,3 +67,17 @@ class ActionRecord(BaseModel):
     seconds: float = Field(default=0.0, ge=0, description="Wall-clock run time of the stage.")
     peak_rss_bytes: int = Field(default=0, ge=0, description="Peak resident memory of the run.")
     created: str = Field(default_factory=_utc_now, description="ISO-8601 UTC creation time.")
+
+
+def parse_record(data: bytes, key: str) -> tuple[ActionRecord | None, str | None]:
+    """``(record, None)``, or ``(None, why)`` when ``data`` is not a valid action record stored
+    under ``key`` (local and remote caches, and their verify, judge records alike)."""
+    try:
+        record = ActionRecord.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return None, f"not a valid action record: {first['msg']}" + (f" ({where})" if where else "")
+    if record.key != key:
+        return None, f"holds key {record.key}, stored under the wrong name"
+    return record, None

@@ -20,11 +20,9 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from edgepipe.cache._layout import tmp_name
 from edgepipe.cache.digest import check_digest, sha256_file
-from edgepipe.cache.models import ActionRecord, CacheCorruptError
+from edgepipe.cache.models import ActionRecord, CacheCorruptError, parse_record
 from edgepipe.cache.remote_store import (
     REMOTE_OPTIONS_ENV,
     RemoteCacheError,
@@ -162,16 +160,12 @@ class RemoteCache:
         data = self._store.read_bytes(path)
         if data is None:
             return None
-        where = self._store.url_of(path)
-        try:
-            record = ActionRecord.model_validate_json(data)
-        except ValidationError as exc:
+        record, problem = parse_record(data, key)
+        if problem:
             raise CacheCorruptError(
-                f"remote action record {where} is not a valid record "
-                f"({exc.errors()[0]['msg']}); delete it so the stage is pushed again"
-            ) from None
-        if record.key != key:
-            raise CacheCorruptError(f"remote action record {where} holds key {record.key}")
+                f"remote action record {self._store.url_of(path)}: {problem}; "
+                "delete it so the stage is pushed again"
+            )
         return record
 
     def _fetch_tree(self, tree_digest: str) -> tuple[int, int]:

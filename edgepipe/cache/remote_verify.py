@@ -4,11 +4,10 @@ from __future__ import annotations
 
 __all__ = ["verify_remote"]
 
-from pydantic import ValidationError
 
 from edgepipe.cache._tree import parse_manifest
 from edgepipe.cache.digest import is_digest
-from edgepipe.cache.models import ActionRecord, CacheCorruptError
+from edgepipe.cache.models import CacheCorruptError, parse_record
 from edgepipe.cache.remote_store import RemoteStore
 
 
@@ -63,12 +62,9 @@ def _verify_record(
     data = store.read_bytes(path)
     if data is None:
         return []  # deleted since it was listed
-    try:
-        record = ActionRecord.model_validate_json(data)
-    except ValidationError as exc:
-        return [f"action record {where}: not a valid action record: {exc.errors()[0]['msg']}"]
-    if record.key != key:
-        return [f"action record {where}: holds key {record.key}, stored under the wrong name"]
+    record, problem = parse_record(data, key)
+    if problem:
+        return [f"action record {where}: {problem}"]
     label = f"action {key} ({record.recipe}/{record.stage_id})"
     tree = record.output_digest
     if tree not in objects:
