@@ -7,7 +7,15 @@ make; it is what makes a fully cached run cheap on multi-gigabyte checkpoints.
 
 from __future__ import annotations
 
-__all__ = ["CHUNK_SIZE", "StatCache", "check_digest", "copy_hashing", "is_digest", "sha256_file"]
+__all__ = [
+    "CHUNK_SIZE",
+    "StatCache",
+    "check_digest",
+    "copy_hashing",
+    "hash_stream",
+    "is_digest",
+    "sha256_file",
+]
 
 import hashlib
 import logging
@@ -16,7 +24,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import sqlite3
@@ -56,27 +64,28 @@ def check_digest(value: str) -> str:
     return value
 
 
+def hash_stream(reader: BinaryIO, writer: BinaryIO | None = None) -> tuple[str, int]:
+    """sha256 hex digest and size of what ``reader`` yields, in 1 MiB chunks (a local file or
+    a remote one), copying it to ``writer`` on the way if given."""
+    hasher, size = hashlib.sha256(), 0
+    while chunk := reader.read(CHUNK_SIZE):
+        hasher.update(chunk)
+        size += len(chunk)
+        if writer is not None:
+            writer.write(chunk)
+    return hasher.hexdigest(), size
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Return the sha256 hex digest of a file's bytes, read in 1 MiB chunks."""
-    hasher = hashlib.sha256()
-    buffer = bytearray(CHUNK_SIZE)
-    view = memoryview(buffer)
+    """Return the sha256 hex digest of a file's bytes."""
     with open(path, "rb") as stream:
-        while count := stream.readinto(buffer):
-            hasher.update(view[:count])
-    return hasher.hexdigest()
+        return hash_stream(stream)[0]
 
 
 def copy_hashing(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> str:
     """Copy ``source`` to the new file ``dest`` and return the sha256 of the bytes copied."""
-    hasher = hashlib.sha256()
-    buffer = bytearray(CHUNK_SIZE)
-    view = memoryview(buffer)
     with open(source, "rb") as reader, open(dest, "xb") as writer:
-        while count := reader.readinto(buffer):
-            hasher.update(view[:count])
-            writer.write(view[:count])
-    return hasher.hexdigest()
+        return hash_stream(reader, writer)[0]
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, str]:

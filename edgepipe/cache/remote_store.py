@@ -18,7 +18,6 @@ from __future__ import annotations
 __all__ = ["REMOTE_OPTIONS_ENV", "RemoteCacheError", "RemoteStore", "storage_options"]
 
 import contextlib
-import hashlib
 import json
 import os
 import posixpath
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.cache._layout import tmp_name
-from edgepipe.cache.digest import CHUNK_SIZE, check_digest
+from edgepipe.cache.digest import check_digest, hash_stream
 from edgepipe.cache.models import CacheCorruptError
 from edgepipe.errors import CacheError
 
@@ -150,11 +149,8 @@ class RemoteStore:
         Raises:
             FileNotFoundError: It does not exist (e.g. deleted since it was listed).
         """
-        hasher = hashlib.sha256()
         with self._errors("reading", path), self.fs.open(path, "rb") as stream:
-            while chunk := stream.read(CHUNK_SIZE):
-                hasher.update(chunk)
-        return hasher.hexdigest()
+            return hash_stream(stream)[0]
 
     def download_verified(self, digest: str, dest: Path) -> int:
         """Stream object ``digest`` into the new local file ``dest``; return its size.
@@ -164,19 +160,13 @@ class RemoteStore:
             CacheCorruptError: Its bytes do not hash to ``digest`` (``dest`` is then removed).
         """
         path = self.object_path(digest)
-        hasher = hashlib.sha256()
-        size = 0
         try:
             with (
                 self._errors("downloading", path),
                 self.fs.open(path, "rb") as src,
                 open(dest, "xb") as out,
             ):
-                while chunk := src.read(CHUNK_SIZE):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            actual = hasher.hexdigest()
+                actual, size = hash_stream(src, out)
             if actual != digest:
                 raise CacheCorruptError(
                     f"remote object {digest} at {self.url_of(path)} is corrupt: its content "
