@@ -49,11 +49,13 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {row['e2e_p50_ms']:.2f} | {row['throughput_per_s']:.1f} | {speedup} "
             f"| {row.get('parity') or '—'} |"
         )
+    gpu_ms = report.get("gpu_preprocess_ms")
+    on_gpu = f"; on the GPU rows in CuPy, {gpu_ms:.2f} ms" if gpu_ms is not None else ""
     lines += [
         "",
         "e2e = model + host preprocessing (timm/PIL, "
-        f"{report['preprocess_ms']:.2f} ms per image) unless preprocessing is in the graph. "
-        "⚠ = timing did not stabilise within the time cap.",
+        f"{report['preprocess_ms']:.2f} ms per image{on_gpu}) unless preprocessing is in the "
+        "graph. ⚠ = timing did not stabilise within the time cap.",
     ]
     return "\n".join(lines)
 

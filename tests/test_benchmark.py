@@ -68,6 +68,8 @@ def test_benchmark_report_files_and_cli_report(workspace):
     assert rows[("onnx", 1)]["parity"] == "passed"
     assert rows[("onnx", 1)]["runtime"] == "onnxruntime CPU"
     assert rows[("onnx", 2)]["e2e_p50_ms"] > rows[("onnx", 2)]["p50_ms"]  # host preprocessing
+    # CPU rows: timm's PIL transform on the host; no GPU row, so no CuPy timing either
+    assert rows[("onnx", 1)]["host_preprocessing"] == "pil" and report["gpu_preprocess_ms"] is None
     assert report["method"]["threads"] >= 1 and report["environment"]["cpu"]
     assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
     table = (out / "benchmark.md").read_text()

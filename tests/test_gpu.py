@@ -8,6 +8,7 @@ onnxruntime-gpu and TensorRT.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -429,3 +430,25 @@ def test_cupy_preprocessing_matches_numpy():
         np.testing.assert_array_equal(
             cupy.asnumpy(on_gpu(np.asarray(image))), on_host(np.asarray(image))
         )
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_benchmark_rows_count_cupy_preprocessing(workspace):
+    pytest.importorskip("cupy", reason="GPU preprocessing needs cupy-cuda12x")
+    recipe = workspace.recipe("""
+        version: 1
+        name: gpu-bench
+        stages:
+          model: {type: load, name: test_resnet}
+          onnx: {type: export, input: model, exporter: torchscript}
+          bench: {type: benchmark, inputs: [onnx], max_seconds: 2,
+                  onnxruntime_providers: [CUDAExecutionProvider, CPUExecutionProvider]}
+    """)
+    result = workspace.cli("run", str(recipe))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((workspace.out / "bench" / "benchmark.json").read_text())
+    (onnx,) = [r for r in report["rows"] if r["label"] == "onnx"]
+    assert onnx["host_preprocessing"] == "cupy" and report["gpu_preprocess_ms"] > 0
+    assert onnx["e2e_p50_ms"] == pytest.approx(onnx["p50_ms"] + report["gpu_preprocess_ms"])
+    assert report["environment"]["gpu"]["name"]

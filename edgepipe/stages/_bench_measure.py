@@ -9,7 +9,12 @@ import os
 from typing import Any
 
 from edgepipe.env import machine_fingerprint, tool_versions
-from edgepipe.stages._bench_runtimes import open_target, prepare_batches, time_preprocessing
+from edgepipe.stages._bench_runtimes import (
+    open_target,
+    prepare_batches,
+    time_gpu_preprocessing,
+    time_preprocessing,
+)
 from edgepipe.stages._timing import measure
 from edgepipe.stages.base import ARTIFACT_FILE, Artifact, ArtifactKind, StageContext
 from edgepipe.stages.samples import load_images
@@ -35,9 +40,14 @@ def measure_all(
     images = [image for _, image in load_images(folder, 8)]
     data_config = reference.meta["data_config"]
     preprocess_ms = time_preprocessing(images, data_config)
+    gpu_preprocess_ms = (
+        time_gpu_preprocessing(images, data_config, ctx.log) if _uses_gpu(spec, artifacts) else None
+    )
     rows = []
     for artifact in artifacts:
         target = open_target(artifact, spec, ctx.recipe_dir, threads)
+        on_device = target.on_gpu and gpu_preprocess_ms is not None
+        host_ms = gpu_preprocess_ms if on_device else preprocess_ms
         fixed = _fixed_batch(artifact)
         for batch_size in spec.batch_sizes:
             if fixed is not None and batch_size != fixed:
@@ -57,10 +67,11 @@ def measure_all(
                     images,
                     data_config,
                     batch_size,
-                    preprocess_ms,
+                    host_ms,
                     verdicts,
                 )
             )
+            rows[-1]["host_preprocessing"] = "cupy" if on_device else "pil"
         del target
         gc.collect()  # one model in memory at a time
     _add_speedups(rows, reference)
@@ -78,6 +89,7 @@ def measure_all(
             "onnxruntime_providers": list(spec.onnxruntime_providers),
         },
         "preprocess_ms": preprocess_ms,
+        "gpu_preprocess_ms": gpu_preprocess_ms,
         "rows": rows,
     }
 
@@ -136,15 +148,21 @@ def _environment(spec, artifacts: list[Artifact]) -> dict[str, Any]:
     """Where the numbers were measured: the machine, the tools, and the GPU if one was used
     (the baseline gate compares like with like only on the same hardware)."""
     from edgepipe.stages.base import get_stage
-    from edgepipe.stages.benchmark import uses_gpu
 
     tools = get_stage("benchmark").tools_for(spec)
     environment = {**machine_fingerprint(), "tools": tool_versions(tools)}
-    if uses_gpu(spec) or any(a.meta.get("execution_provider") for a in artifacts):
+    if _uses_gpu(spec, artifacts):
         from edgepipe.gpu import gpu_fingerprint
 
         environment["gpu"] = gpu_fingerprint()
     return environment
+
+
+def _uses_gpu(spec, artifacts: list[Artifact]) -> bool:
+    """A GPU execution provider asked for, or a TensorRT artifact (it runs on its GPU)."""
+    from edgepipe.stages.benchmark import uses_gpu
+
+    return uses_gpu(spec) or any(a.meta.get("execution_provider") for a in artifacts)
 
 
 def _fixed_batch(artifact: Artifact) -> int | None:

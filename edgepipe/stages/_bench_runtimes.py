@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["BenchTarget", "open_target", "prepare_batches", "time_preprocessing"]
+__all__ = [
+    "BenchTarget",
+    "open_target",
+    "prepare_batches",
+    "time_gpu_preprocessing",
+    "time_preprocessing",
+]
 
+import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,7 @@ class BenchTarget:
 
     runtime = "?"
     in_flight = 1
+    on_gpu = False  # inputs live on a CUDA device: host preprocessing can run there too
 
     def __init__(self, artifact: Artifact, threads: int):
         self.artifact = artifact
@@ -93,6 +101,7 @@ class _OnnxRuntime(BenchTarget):
             # inputs and outputs stay on the device: the timed call has no host copies
             self._binding = IoBindingRunner(self.session, "cuda", 0)
             self.runtime += " (IO binding)"
+            self.on_gpu = True
 
     def run(self, batch: Any) -> Any:
         if self._binding is not None:
@@ -104,6 +113,7 @@ class _OnnxRuntimeTensorRT(BenchTarget):
     """A build-trt-cache artifact: its prebuilt engines, never rebuilt, with IO binding."""
 
     runtime = "onnxruntime TensorRT (IO binding)"
+    on_gpu = True
 
     def __init__(self, artifact: Artifact, threads: int):
         from edgepipe.stages._cuda_io import IoBindingRunner, open_gpu_session
@@ -202,6 +212,35 @@ def prepare_batches(
     count = max(1, len(singles) // batch_size) * batch_size
     cycled = [singles[i % len(singles)] for i in range(max(count, batch_size))]
     return [np.concatenate(cycled[i : i + batch_size]) for i in range(0, len(cycled), batch_size)]
+
+
+def time_gpu_preprocessing(
+    images: list[Any], data_config: dict[str, Any], log, rounds: int = 5
+) -> float | None:
+    """Mean milliseconds of the same preprocessing in CuPy on CUDA device 0, for rows whose
+    model runs there; None (host PIL is used) without CuPy or for a transform it lacks."""
+    if importlib.util.find_spec("cupy") is None:
+        log.info("CuPy is not installed: GPU rows count host (PIL) preprocessing")
+        return None
+    import cupy
+    import numpy as np
+
+    from edgepipe.stages._cuda_io import TimmPreprocessor
+
+    try:
+        preprocess = TimmPreprocessor(data_config, device_id=0)
+    except StageError as exc:
+        log.warning("%s: GPU rows count host (PIL) preprocessing", exc)
+        return None
+    frames = [np.asarray(image.resize(FRAME_SIZE).convert("RGB")) for image in images]
+    preprocess(frames[0])  # the first call compiles CuPy's kernels
+    cupy.cuda.Device(0).synchronize()
+    started = time.perf_counter()
+    for _ in range(rounds):
+        for frame in frames:
+            preprocess(frame)
+    cupy.cuda.Device(0).synchronize()
+    return (time.perf_counter() - started) * 1000.0 / (rounds * len(frames))
 
 
 def time_preprocessing(images: list[Any], data_config: dict[str, Any], rounds: int = 5) -> float:
