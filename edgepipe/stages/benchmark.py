@@ -123,7 +123,7 @@ def uses_gpu(spec: BenchmarkSpec) -> bool:
 class BenchmarkStage(Stage):
     type = "benchmark"
     spec_class = BenchmarkSpec
-    version = 2  # 2: throughput hint keeps requests in flight; fixed-batch sizes skipped
+    version = 2  # 2: throughput hint in flight, fixed batches skipped, CuPy on GPU rows
     tools = ("torch", "timm", "onnxruntime", "openvino", "numpy", "pillow", "matplotlib")
     output = ArtifactKind.REPORT
     summary = "Time artifacts on real images vs torch eager; JSON, Markdown table and plot."
