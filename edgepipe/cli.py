@@ -68,6 +68,7 @@ def run(
     Each stage that runs does so in a child process, so its memory is returned when it ends.
     """
     from edgepipe.cli_display import RunDisplay
+    from edgepipe.lockfile import recorded_settings
     from edgepipe.runner import Runner
 
     graph = load_graph(recipe)
@@ -87,6 +88,7 @@ def run(
             isolate=not in_process,
             remote=open_remote(remote, store),
             jobs=jobs,
+            recorded=recorded_settings(recipe),
         )
         result = runner.run(selected)
     built = sum(r.outcome == "built" for r in result.stages)

@@ -192,6 +192,7 @@ def _run_payload(payload: dict[str, Any]) -> tuple:
             payload["inputs"],
             Path(payload["out_dir"]),
             logging.getLogger(f"edgepipe.stage.{payload['stage_id']}"),
+            payload.get("recorded"),
         )
         with capture_stage_output(lines):
             meta = stage.run(spec, ctx)

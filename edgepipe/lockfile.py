@@ -8,7 +8,14 @@ match) and explains each difference: the CI drift gate.
 
 from __future__ import annotations
 
-__all__ = ["check_lock", "lock_path", "read_lock", "recipe_lock", "write_lock"]
+__all__ = [
+    "check_lock",
+    "lock_path",
+    "read_lock",
+    "recipe_lock",
+    "recorded_settings",
+    "write_lock",
+]
 
 import json
 from pathlib import Path
@@ -18,6 +25,7 @@ import yaml
 
 from edgepipe.actions import explain
 from edgepipe.errors import RecipeError, RecipeIssue
+from edgepipe.stages.base import ARTIFACT_FILE
 from edgepipe.stages.parity_gates import worst_cosine
 
 LOCK_VERSION = 1
@@ -61,6 +69,17 @@ def _headline(stage_type: str, folder: Path) -> dict[str, Any]:
                 "worst_cosine": round(worst, 6),
             }
         }
+    if stage_type == "quantize" and (folder / ARTIFACT_FILE).is_file():
+        quantization = json.loads((folder / ARTIFACT_FILE).read_text())["meta"]["quantization"]
+        recovery = quantization.get("recovery") or {}
+        # what a rebuild replays instead of searching again (runner: recorded_settings)
+        return {
+            "quantization": {
+                "settings": quantization["settings"],
+                "chosen": recovery.get("chosen", "recipe"),
+                "candidates": len(recovery.get("candidates", [])) or 1,
+            }
+        }
     if stage_type == "benchmark" and (folder / "benchmark.json").is_file():
         report = json.loads((folder / "benchmark.json").read_text())
         return {
@@ -99,6 +118,21 @@ def read_lock(path: Path) -> dict[str, Any]:
     if not isinstance(lock, dict) or lock.get("lock_version") != LOCK_VERSION:
         raise RecipeError(path, [RecipeIssue("not an edgepipe lockfile of this version")])
     return lock
+
+
+def recorded_settings(recipe_path: Path) -> dict[str, dict[str, Any]]:
+    """Per stage id, what the committed lock recorded that a rebuild should reproduce (the
+    quantization settings a search chose), with the action key it was recorded under."""
+    path = lock_path(recipe_path)
+    try:
+        lock = read_lock(path)
+    except RecipeError:  # no lock, or not ours: nothing to reproduce
+        return {}
+    recorded = {}
+    for stage_id, entry in (lock.get("stages") or {}).items():
+        if isinstance(entry, dict) and isinstance(entry.get("quantization"), dict):
+            recorded[stage_id] = {"key": entry.get("key"), **entry["quantization"]}
+    return recorded
 
 
 def _same_but_machine(document: dict[str, Any], locked: dict[str, Any] | None) -> bool:

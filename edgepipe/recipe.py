@@ -15,6 +15,7 @@ from edgepipe import stages as _stages  # noqa: F401  (registers every stage typ
 from edgepipe.errors import RecipeError, RecipeIssue
 from edgepipe.matrix import expand_matrix
 from edgepipe.stages.base import FieldError, registered_stages
+from edgepipe.stages.package_files import is_package_reference, package_file_problem
 from edgepipe.yaml_lines import DuplicateKeyError, KeyNotScalarError, LineMap, load_with_lines
 
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -283,6 +284,8 @@ def _check_files(recipe: Recipe) -> None:
 
 
 def _path_problem(target: Path, rel: Path, kind: str) -> str | None:
+    if is_package_reference(rel):
+        return package_file_problem(rel)
     if not target.exists():
         return f"{kind} not found: {rel} (resolved to {target}); paths are relative to the recipe"
     if kind == "file" and target.is_dir():

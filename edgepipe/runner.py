@@ -53,6 +53,7 @@ class Runner:
         isolate: bool = True,
         remote: RemoteCache | None = None,
         jobs: int = 1,
+        recorded: dict[str, dict[str, Any]] | None = None,
     ):
         self.graph = graph
         self.cache = cache
@@ -64,6 +65,9 @@ class Runner:
         # redirects: two at once would swap each other's logs
         self.jobs = jobs if isolate else 1
         self._preload: list[str] = []
+        # per stage, what the lockfile recorded (lockfile.recorded_settings): handed to a stage
+        # rebuilt under the same key, so it reproduces the recorded choice instead of searching
+        self.recorded = recorded or {}
 
     def preflight(self, plans: list[StagePlan]) -> None:
         """Check every stage that will run before any runs; one error lists all problems."""
@@ -265,6 +269,9 @@ class Runner:
             "out_dir": str(out),
             "inputs": inputs,
         }
+        recorded = self.recorded.get(plan.stage_id)
+        if recorded and recorded.get("key") == plan.key:
+            payload["recorded"] = recorded
         error_log = self.out_dir / f"{plan.stage_id}.error.log"
         if self.isolate:
             return run_isolated(payload, self._preload, error_log)

@@ -89,3 +89,11 @@ def outcomes(stderr: str) -> dict[str, str]:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """A test_efficientnet trained on scikit-learn's digits (tests/digits.py), once a session."""
+    from digits import train_digits
+
+    return train_digits(tmp_path_factory.mktemp("digits"))

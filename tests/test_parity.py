@@ -44,7 +44,9 @@ def test_parity_passes_and_records_metrics(workspace):
     report = json.loads((workspace.out / "check" / "parity.json").read_text())
     assert report["passed"] and report["kind"] == "fp32" and report["weights"] == "random"
     images = report["metrics"]["images"]["output"]
-    assert images["samples"] == 7  # scikit-image's bundled photos
+    assert images["samples"] == 10  # the photos scikit-image and matplotlib ship
+    assert report["images"]["names"][:3] == ["chelsea", "coffee", "rocket"]
+    assert [s["name"] for s in report["samples"]["images"]] == report["images"]["names"]
     assert images["cosine_min"] > 0.9999 and images["max_abs_error"] < 1e-3
     assert report["metrics"]["random"]["output"]["samples"] == 4
     assert (workspace.out / "check" / "parity.md").read_text().startswith("| inputs |")
@@ -165,13 +167,13 @@ def test_evaluate_gates_on_accuracy_drop(workspace):
 def test_max_images_takes_from_every_class(tmp_path):
     from PIL import Image
 
-    from edgepipe.stages.evaluate import _labelled_images
+    from edgepipe.stages.evaluate import labelled_images
 
     for name in ("cat", "dog"):
         (tmp_path / name).mkdir()
         for i in range(3):
             Image.new("RGB", (8, 8)).save(tmp_path / name / f"{i}.png")
-    labels = [label for _, label in _labelled_images(tmp_path, None)]
+    labels = [label for _, label in labelled_images(tmp_path, None)]
     assert labels[:2] == [0, 1] and sorted(labels) == [0, 0, 0, 1, 1, 1]
 
 

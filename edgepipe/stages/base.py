@@ -157,6 +157,9 @@ class StageContext:
     inputs: list[Artifact]
     out_dir: Path
     log: logging.Logger
+    recorded: dict[str, Any] | None = None
+    """What the lockfile recorded for this stage under the same action key (e.g. the
+    quantization settings a recovery search chose), so a rebuild can reproduce it."""
 
     def resolve(self, relative: Path) -> Path:
         """A recipe path, relative to the recipe file."""

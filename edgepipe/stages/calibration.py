@@ -1,9 +1,21 @@
 """Calibration samples for post-training quantization: real images through the model's own
-preprocessing (or raw pixels for a composed model), a count and a seed."""
+preprocessing (or raw pixels for a composed model), a count and a seed.
+
+A folder larger than ``count`` is sampled evenly (seeded), not cut at its first files: sorted
+ImageFolder trees would otherwise calibrate on their first classes only. A folder (or the
+bundled photos) smaller than ``count`` is stretched with seeded crops and flips; the stage
+warns when the distinct images are few, since ranges then follow a handful of scenes.
+"""
 
 from __future__ import annotations
 
-__all__ = ["CalibrationSpec", "calibration_problems", "calibration_samples"]
+__all__ = [
+    "CalibrationSpec",
+    "calibration_problems",
+    "calibration_samples",
+    "describe_calibration",
+    "model_inputs",
+]
 
 from pathlib import Path
 from typing import Any
@@ -14,11 +26,15 @@ from edgepipe.errors import StageError
 from edgepipe.stages.inference import timm_eval_transform
 from edgepipe.stages.samples import (
     IMAGE_SUFFIXES,
+    describe_images,
     find_images,
     fit_fixed_size,
     load_images,
+    open_images,
     raw_pixels,
 )
+
+_FEW_DISTINCT = 32  # below this many distinct images, ranges follow a handful of scenes
 
 
 class CalibrationSpec(BaseModel):
@@ -34,10 +50,11 @@ class CalibrationSpec(BaseModel):
         ),
     )
     count: int = Field(
-        default=32,
+        default=64,
         ge=1,
         description=(
-            "Calibration samples; fewer images than this are reused with seeded random crops."
+            "Calibration samples. A larger folder is sampled evenly; fewer images are reused "
+            "with seeded random crops and flips."
         ),
     )
     seed: int = Field(default=0, description="Seed for sample order and crops.")
@@ -55,12 +72,11 @@ def calibration_problems(spec: CalibrationSpec, recipe_dir: Path) -> list[str]:
         return []
     from PIL import Image, UnidentifiedImageError
 
-    folder = recipe_dir / spec.images
-    paths = find_images(folder)
+    paths = _chosen_paths(spec, recipe_dir)
     if not paths:
         return [f"calibration folder {spec.images} holds no images ({', '.join(IMAGE_SUFFIXES)})"]
     problems = []
-    for path in paths[: spec.count]:
+    for path in paths:
         try:
             with Image.open(path) as image:
                 image.verify()
@@ -82,28 +98,75 @@ def calibration_samples(
             "will not match real data and accuracy will suffer"
         )
         return [_random_input(meta, rng) for _ in range(spec.count)]
-    folder = recipe_dir / spec.images if spec.images else None
-    images = [image for _, image in load_images(folder, spec.count)]
+    images = [image for _, image in _distinct_images(spec, recipe_dir, rng)]
     if not images:
         raise StageError("no calibration images")
+    if len(images) < min(spec.count, _FEW_DISTINCT):
+        log.warning(
+            "calibrating on %d distinct images (stretched to %d samples with crops and flips)%s: "
+            "fine to try, but for a model you ship point calibration.images at a folder of "
+            "100+ images of your own data",
+            len(images),
+            spec.count,
+            "" if spec.images else " that scikit-image and matplotlib ship",
+        )
     chosen = [
-        images[i % len(images)] if i < len(images) else _random_crop(images[i % len(images)], rng)
+        images[i] if i < len(images) else _random_view(images[i % len(images)], rng)
         for i in range(spec.count)
     ]
+    return model_inputs(chosen, meta)
+
+
+def describe_calibration(spec: CalibrationSpec, recipe_dir: Path) -> dict[str, Any]:
+    """What the samples were drawn from, for the artifact's meta and the report."""
+    if spec.random:
+        return {"source": "random tensors", "samples": spec.count}
+    import numpy as np
+
+    chosen = _distinct_images(spec, recipe_dir, np.random.default_rng(spec.seed), load=False)
+    described = describe_images(spec.images, [name for name, _ in chosen])
+    return {"source": described["source"], "distinct_images": len(chosen), "samples": spec.count}
+
+
+def model_inputs(images: list[Any], meta: dict[str, Any]) -> list[Any]:
+    """Photos as the artifact's inputs: raw pixels for a composed model, else timm's tensors."""
     pre = meta.get("preprocessing")
     if pre:  # a composed model takes raw pixels in its own layout
-        return [raw_pixels(fit_fixed_size(image, pre), pre) for image in chosen]
+        return [raw_pixels(fit_fixed_size(image, pre), pre) for image in images]
     transform = timm_eval_transform(meta["data_config"])  # built once, not per sample
-    return [transform(image).unsqueeze(0).numpy() for image in chosen]
+    return [transform(image).unsqueeze(0).numpy() for image in images]
 
 
-def _random_crop(image: Any, rng) -> Any:
-    """A seeded 60-100 % crop: extra samples when the folder has fewer images than ``count``."""
+def _distinct_images(spec: CalibrationSpec, recipe_dir: Path, rng, load: bool = True) -> list:
+    """Up to ``count`` (name, image) pairs: the whole folder, or an even seeded sample of it."""
+    if spec.images is None:
+        photos = load_images(None, spec.count)
+        return photos if load else [(name, None) for name, _ in photos]
+    paths = _chosen_paths(spec, recipe_dir)
+    return open_images(paths) if load else [(p.name, None) for p in paths]
+
+
+def _chosen_paths(spec: CalibrationSpec, recipe_dir: Path) -> list[Path]:
+    """The folder's images that calibration uses: all, or ``count`` of them drawn evenly."""
+    import numpy as np
+
+    paths = find_images(recipe_dir / spec.images)
+    if len(paths) <= spec.count:
+        return paths
+    picked = np.random.default_rng(spec.seed).choice(len(paths), size=spec.count, replace=False)
+    return [paths[i] for i in sorted(picked)]
+
+
+def _random_view(image: Any, rng) -> Any:
+    """A seeded 60-100 % crop, flipped half the time: extra samples from a few images."""
+    from PIL import Image
+
     width, height = image.size
     scale = rng.uniform(0.6, 1.0)
     w, h = max(1, int(width * scale)), max(1, int(height * scale))
     left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-    return image.crop((left, top, left + w, top + h))
+    view = image.crop((left, top, left + w, top + h))
+    return view.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else view
 
 
 def _random_input(meta: dict[str, Any], rng) -> Any:

@@ -49,9 +49,11 @@ def _unwrap(state: Any, path: Path) -> dict[str, Any]:
     return state
 
 
-def load_into(module: Any, path: Path, strict: bool) -> None:
+def load_into(module: Any, path: Path, strict: bool, match_by: str = "name") -> None:
     """Load the checkpoint at ``path`` into ``module``; explain mismatches readably."""
     state = read_state_dict(path)
+    if match_by == "order":
+        state = _renamed_by_order(module, state, path)
     try:
         result = module.load_state_dict(state, strict=strict)
     except RuntimeError as exc:
@@ -66,6 +68,32 @@ def load_into(module: Any, path: Path, strict: bool) -> None:
         ) from None
     if not strict and (result.missing_keys or result.unexpected_keys):
         raise_if_nothing_loaded(module, state, path)
+
+
+def _renamed_by_order(module: Any, state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint's tensors under the model's names, paired by position. BatchNorm's
+    ``num_batches_tracked`` counters are left out on both sides: some implementations keep them,
+    others do not, and inference never reads them."""
+
+    def tensors(named: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(k, v) for k, v in named.items() if not k.endswith("num_batches_tracked")]
+
+    ours, theirs = tensors(module.state_dict()), tensors(state)
+    if len(ours) != len(theirs):
+        raise StageError(
+            f"checkpoint {path} holds {len(theirs)} tensors but the model has {len(ours)}: "
+            "match_by: order needs the same tensors in the same order"
+        )
+    for index, ((name, mine), (other, given)) in enumerate(zip(ours, theirs, strict=True)):
+        if tuple(mine.shape) != tuple(given.shape):
+            raise StageError(
+                f"checkpoint {path}: tensor {index} '{other}' {tuple(given.shape)} does not fit "
+                f"the model's '{name}' {tuple(mine.shape)}; match_by: order needs the "
+                "checkpoint's tensors in the model's order"
+            )
+    renamed = {name: given for (name, _), (_, given) in zip(ours, theirs, strict=True)}
+    counters = {k: v for k, v in module.state_dict().items() if k.endswith("num_batches_tracked")}
+    return {**renamed, **counters}
 
 
 def raise_if_nothing_loaded(module: Any, state: dict[str, Any], path: Path) -> None:

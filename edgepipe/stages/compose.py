@@ -98,8 +98,9 @@ class ComposePreprocessingSpec(SingleInputSpec):
     )
     antialias: bool = Field(
         default=True,
-        description="Antialiased downscaling like PIL (needs opset 18; without it the "
-        "difference to timm's preprocessing grows).",
+        description="Antialiased resizing exactly like PIL, as plain ops every runtime runs "
+        "alike (needs opset 13; without it downscaling aliases and the difference to timm's "
+        "preprocessing grows).",
     )
     postprocess: Literal["none", "softmax", "topk"] = Field(
         default="none",
@@ -120,7 +121,7 @@ class ComposePreprocessingSpec(SingleInputSpec):
 class ComposePreprocessingStage(Stage):
     type = "compose-preprocessing"
     spec_class = ComposePreprocessingSpec
-    version = 1
+    version = 2  # 2: PIL-exact antialiased resize of the crop only (resample_graph); `weights`
     tools = ("onnx", "onnxruntime", "numpy")
     input_kinds = (ArtifactKind.ONNX_MODEL,)
     output = ArtifactKind.ONNX_MODEL
@@ -145,7 +146,11 @@ class ComposePreprocessingStage(Stage):
         del model, prep
         _check(target, pre, spec.input_name)
         ctx.log.info("composed: %s", ", ".join(f"{k}={v}" for k, v in pre.meta().items()))
-        meta = {**describe_onnx(target), "data_config": source.meta.get("data_config")}
+        meta = {
+            **describe_onnx(target),
+            "data_config": source.meta.get("data_config"),
+            "weights": source.meta.get("weights"),
+        }
         meta.update(preprocessing=pre.meta(), postprocess=spec.postprocess)
         if spec.postprocess == "topk":
             meta["top_k"] = spec.top_k
@@ -158,7 +163,7 @@ def _image_input(model: Any) -> tuple[Any, int]:
     if opset is None or opset < 11:
         raise StageError(
             f"the model's opset is {opset}; compose-preprocessing needs 11 or newer "
-            "(18+ for antialiased resizing): export with opset: 18"
+            "(13+ for antialiased resizing): export with opset: 18"
         )
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
@@ -218,11 +223,11 @@ def _antialias(spec: ComposePreprocessingSpec, interpolation: str, opset: int, c
     # PIL's nearest does not antialias either, and ONNX allows antialias only for linear/cubic
     if not spec.antialias or interpolation == "nearest":
         return False
-    if opset < 18:
+    if opset < 13:
         ctx.log.warning(
-            "the model's opset is %d: ONNX Resize has no antialias before opset 18, so "
-            "downscaling aliases and the residual vs timm's (PIL) preprocessing grows "
-            "(see README); export with opset 18 to avoid it",
+            "the model's opset is %d: the antialiased resize needs opset 13, so downscaling "
+            "aliases and the residual vs timm's (PIL) preprocessing grows (see README); "
+            "export with opset 13 or newer to avoid it",
             opset,
         )
         return False

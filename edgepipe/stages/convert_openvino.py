@@ -38,12 +38,6 @@ from edgepipe.stages.torch_model import rebuild
 
 IR_FILE = "model.xml"
 _RANGE = re.compile(r"^\d+\.\.\d+$")
-_ANTIALIAS_WARNING = (
-    "OpenVINO's CPU plugin ignores Resize antialias (openvinotoolkit/openvino#35893): the IR "
-    "downscales images without antialiasing, unlike PIL/timm, and parity on random images will "
-    "likely fail. Compose with a fixed image size no larger than the resize size, or resize "
-    "before the model"
-)
 # facts about the input's ONNX file that would be wrong about the IR
 _ONNX_FILE_FACTS = ("opset", "external_data", "nodes_before", "nodes_after")
 
@@ -109,8 +103,6 @@ class ConvertOpenVinoStage(Stage):
         import openvino as ov
 
         source = ctx.inputs[0]
-        if _drops_antialias(source.meta.get("preprocessing")):
-            ctx.log.warning(_ANTIALIAS_WARNING)
         model = _convert(source, ctx)
         if spec.input_shape is not None:
             _reshape(model, spec.input_shape)
@@ -216,21 +208,6 @@ def _data_config(meta: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str
     if len(dims) == 4 and all(isinstance(d, int) for d in dims[1:]):
         return {**config, "input_size": list(dims[1:])}
     return config
-
-
-def _drops_antialias(pre: dict[str, Any] | None) -> bool:
-    """Whether baked-in preprocessing downscales with antialias (which OpenVINO ignores);
-    antialias only acts when downscaling, so a fixed image size at most the resize is safe."""
-    if not pre or not pre.get("antialias") or pre.get("interpolation") == "nearest":
-        return False
-    height, width, size = pre.get("height"), pre.get("width"), pre.get("resize_size")
-    if height is None or width is None or size is None:
-        return True  # any photo size: large photos get downscaled
-    if isinstance(size, int):  # shorter side resized to `size`
-        return min(height, width) > size
-    if pre.get("crop_mode") == "squash":
-        return height > size[0] or width > size[1]
-    return min(height / size[0], width / size[1]) > 1
 
 
 def describe_ir(path: Path) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EvaluateSpec", "EvaluateStage"]
+__all__ = ["EvaluateSpec", "EvaluateStage", "labelled_images"]
 
 import itertools
 import json
@@ -70,7 +70,7 @@ class EvaluateStage(VerificationStage):
 
     def run(self, spec: EvaluateSpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs
-        samples = _labelled_images(
+        samples = labelled_images(
             ctx.resolve(spec.dataset), ctx.resolve(spec.class_map) if spec.class_map else None
         )
         samples = samples[: spec.max_images] if spec.max_images else samples
@@ -95,7 +95,7 @@ class EvaluateStage(VerificationStage):
         return result
 
 
-def _labelled_images(root: Path, class_map: Path | None) -> list[tuple[Path, int]]:
+def labelled_images(root: Path, class_map: Path | None) -> list[tuple[Path, int]]:
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if class_map is not None:
         names = [line.strip() for line in class_map.read_text().splitlines() if line.strip()]

@@ -57,7 +57,8 @@ class ExportSpec(SingleInputSpec):
 class ExportStage(Stage):
     type = "export"
     spec_class = ExportSpec
-    version = 2  # 2: stack traces (absolute source paths) stripped from node metadata
+    # 2: stack traces (absolute source paths) stripped from node metadata; 3: carries `weights`
+    version = 3
     tools = ("torch", "timm", "onnx", "onnxscript")
     input_kinds = (ArtifactKind.TORCH_MODEL,)
     output = ArtifactKind.ONNX_MODEL
@@ -80,7 +81,14 @@ class ExportStage(Stage):
         meta = describe_onnx(target)
         _check(target, spec, meta["inputs"])
         ctx.log.info("exported with the %s exporter at opset %s", used, meta["opset"])
-        return {**meta, "exporter": used, "data_config": {**data_config, "input_size": size}}
+        return {
+            **meta,
+            "exporter": used,
+            "data_config": {**data_config, "input_size": size},
+            # where the weights came from: verification and quantization targets pick their
+            # defaults by it (trained weights gate classes)
+            "weights": source.meta.get("weights"),
+        }
 
 
 def _use_external_data(spec: ExportSpec, module) -> bool:

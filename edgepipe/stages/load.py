@@ -22,6 +22,7 @@ from edgepipe.stages.base import (
     register_stage,
 )
 from edgepipe.stages.onnx_io import describe_onnx
+from edgepipe.stages.package_files import is_package_reference, package_file
 from edgepipe.stages.sources import module_source_files
 from edgepipe.stages.torch_model import data_config_of, import_callable, save_torch_model
 
@@ -32,12 +33,13 @@ _SOURCE_FIELDS = {
         "pretrained",
         "weights",
         "strict",
+        "match_by",
         "model_kwargs",
         "num_classes",
         "seed",
         "data_config",
     },
-    "callable": {"factory", "weights", "strict", "model_kwargs", "seed", "data_config"},
+    "callable": {"factory", "weights", "strict", "match_by", "model_kwargs", "seed", "data_config"},
     "onnx": {"path", "data_config"},
 }
 
@@ -87,9 +89,16 @@ class LoadSpec(StageSpec):
     weights: Path | None = Field(
         default=None,
         description="Local checkpoint (.safetensors, .pth, .pt, .bin) loaded into "
-        "the model, relative to the recipe. Loaded with weights_only=True.",
+        "the model, relative to the recipe, or a file an installed package ships: "
+        "'package:<module>/<path inside it>'. Loaded with weights_only=True.",
     )
     strict: bool = Field(default=True, description="Require the checkpoint keys to match exactly.")
+    match_by: Literal["name", "order"] = Field(
+        default="name",
+        description="How checkpoint tensors find their parameters: by name, or by position, "
+        "for a checkpoint of another implementation whose names differ but whose tensors come "
+        "in the model's order (every pair's shape is checked; BatchNorm counters are skipped).",
+    )
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for timm.create_model or the factory."
     )
@@ -119,6 +128,13 @@ class LoadSpec(StageSpec):
             )
         return value
 
+    @field_validator("weights")
+    @classmethod
+    def _package_reference(cls, value: Path | None) -> Path | None:
+        if value is not None and is_package_reference(value):
+            package_file(value)  # raises ValueError for a malformed reference
+        return value
+
     @model_validator(mode="after")
     def _fields_fit_source(self) -> LoadSpec:
         required = {"timm": "name", "callable": "factory", "onnx": "path"}[self.source]
@@ -129,10 +145,16 @@ class LoadSpec(StageSpec):
             raise FieldError(field_name, f"does not apply to source '{self.source}'")
         if self.pretrained and self.weights is not None:
             raise FieldError("weights", "set either 'pretrained: true' or 'weights', not both")
+        if "match_by" in self.model_fields_set and self.weights is None:
+            raise FieldError("match_by", "applies only with 'weights'")
         return self
 
     def file_fields(self) -> dict[str, Path]:
-        return {k: v for k, v in (("weights", self.weights), ("path", self.path)) if v is not None}
+        files = {k: v for k, v in (("weights", self.weights), ("path", self.path)) if v is not None}
+        if self.weights is not None and is_package_reference(self.weights):
+            # an absolute path: joined to the recipe's folder it stays itself
+            files["weights"] = package_file(self.weights) or self.weights
+        return files
 
 
 @register_stage
@@ -193,7 +215,8 @@ class LoadStage(Stage):
                 )
             builder = {"source": "callable", "factory": spec.factory, "kwargs": kwargs}
         if spec.weights is not None:
-            checkpoints.load_into(module, ctx.resolve(spec.weights), spec.strict)
+            weights = ctx.resolve(spec.file_fields()["weights"])
+            checkpoints.load_into(module, weights, spec.strict, spec.match_by)
         module.eval()
         save_torch_model(module, builder, ctx.out_dir)
         overrides = spec.data_config.model_dump(mode="json")

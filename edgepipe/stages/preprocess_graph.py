@@ -13,15 +13,25 @@ The reference is ``timm.data.create_transform(**data_config, is_training=False)`
 
 from __future__ import annotations
 
-__all__ = ["Preprocessing", "append_postprocess", "build_preprocessing", "join", "tensor_dims"]
+__all__ = [
+    "OUTPUT",
+    "RESIZED_SIZE",
+    "Preprocessing",
+    "append_postprocess",
+    "build_preprocessing",
+    "join",
+    "tensor_dims",
+]
 
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgepipe.errors import StageError
+from edgepipe.stages.resample_graph import nearest, resize_crop
 
 OUTPUT = "preprocess/tensor"  # the preprocessing graph's output: the model's input once joined
+RESIZED_SIZE = "preprocess/resized_size"  # [height, width] timm resizes the image to
 
 _FLOAT, _INT64, _DOUBLE = 1, 7, 11  # onnx.TensorProto values; onnx is imported lazily
 _FLOATS = {"float32": _FLOAT, "float16": 10, "float64": _DOUBLE}
@@ -125,9 +135,12 @@ def build_preprocessing(
     x = input_name
     if pre.dtype == "uint8":
         x = g.op("Cast", x, to=TensorProto.FLOAT)
-    if pre.layout == "NHWC":
-        x = g.op("Transpose", x, perm=[0, 3, 1, 2])
-    x = _resize_and_crop(g, x, pre, opset)
+    # the antialiased resize works on NHWC pixels (channels inside its matrix products);
+    # the other paths on NCHW
+    layout = "NHWC" if _resamples(pre) else "NCHW"
+    if pre.layout != layout:
+        x = g.op("Transpose", x, perm=[0, 3, 1, 2] if layout == "NCHW" else [0, 2, 3, 1])
+    x = _resize_and_crop(g, x, pre, opset, layout)
     if pre.channels == "BGR":
         x = g.op("Gather", x, g.const([2, 1, 0]), axis=1)
     _normalise(g, x, pre)
@@ -146,7 +159,12 @@ def build_preprocessing(
     return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
 
 
-def _resize_and_crop(g: _Builder, x: str, pre: Preprocessing, opset: int) -> str:
+def _resamples(pre: Preprocessing) -> bool:
+    return pre.antialias and pre.interpolation in ("bicubic", "bilinear")
+
+
+def _resize_and_crop(g: _Builder, x: str, pre: Preprocessing, opset: int, layout: str) -> str:
+    """[N, 3, crop_h, crop_w] from ``x`` in ``layout``: resized and centre-cropped as timm does."""
     crop = list(pre.crop_size)
     if pre.height is not None or pre.crop_mode == "squash":  # sizes known: fold to constants
         size = pre.resized(pre.height or 1, pre.width or 1)
@@ -154,13 +172,21 @@ def _resize_and_crop(g: _Builder, x: str, pre: Preprocessing, opset: int) -> str
         sizes, starts = g.const(size), g.const(start)
         ends = g.const([s + c for s, c in zip(start, crop, strict=True)])
     else:
-        hw = g.op("Slice", g.op("Shape", x), g.const([2]), g.const([4]))
+        first = 1 if layout == "NHWC" else 2
+        hw = g.op("Slice", g.op("Shape", x), g.const([first]), g.const([first + 2]))
         sizes = _dynamic_size(g, hw, pre)
         offset = g.op("Cast", g.op("Sub", sizes, g.const(crop)), to=_FLOAT)
         # ONNX Round is half-to-even, like the Python round() in torchvision's CenterCrop
         half = g.op("Round", g.op("Div", offset, g.const(2.0, "float32")))
         starts = g.op("Cast", half, to=_INT64)
         ends = g.op("Add", starts, g.const(crop))
+    sizes = g.op("Identity", sizes)
+    g.nodes[-1].output[0] = sizes = RESIZED_SIZE  # named: a test reads the arithmetic's result
+    if _resamples(pre):
+        if opset < 13:
+            raise ValueError("the antialiased resize needs opset 13 or newer: set antialias=False")
+        frame = (pre.height, pre.width) if pre.height is not None else None
+        return resize_crop(g, x, sizes, starts, pre.crop_size, pre.interpolation, frame)
     x = _resize(g, x, sizes, pre, opset)
     return g.op("Slice", x, starts, ends, g.const([2, 3]))
 
@@ -178,46 +204,25 @@ def _dynamic_size(g: _Builder, hw: str, pre: Preprocessing) -> str:
 
 
 def _resize(g: _Builder, x: str, sizes: str, pre: Preprocessing, opset: int) -> str:
-    """Resize like PIL: its filters sample at pixel centres ((x + 0.5) * scale: half_pixel),
-    skip taps outside the image and renormalise the rest (exclude_outside=1), widen when
-    downscaling (antialias=1), and its bicubic uses a = -0.5."""
+    """Without antialias (``antialias: false``, or opset < 13), ONNX Resize as close to PIL as
+    it goes: filters sample at pixel centres (half_pixel), taps outside the image are skipped
+    and the rest renormalised (exclude_outside), bicubic with a = -0.5. Antialiased linear and
+    cubic resizing is ``resample_graph``'s."""
     if pre.interpolation == "nearest":
-        return _nearest(g, x, sizes)
+        return nearest(g, x, sizes)
     attrs: dict[str, Any] = {"coordinate_transformation_mode": "half_pixel", "mode": "linear"}
-    if pre.interpolation == "bicubic":
-        attrs.update(mode="cubic", cubic_coeff_a=-0.5)
-    if pre.antialias:
-        if opset < 18:
-            raise ValueError("Resize has no antialias before opset 18: set antialias=False")
-        attrs["antialias"] = 1
-    if pre.antialias or pre.interpolation == "bicubic":  # ORT refuses it for plain linear
-        attrs["exclude_outside"] = 1
-    if opset >= 18:
-        attrs["axes"] = [2, 3]
-    else:  # no axes before opset 18: sizes covers every dim
-        batch_channels = g.op("Slice", g.op("Shape", x), g.const([0]), g.const([2]))
-        sizes = g.op("Concat", batch_channels, sizes, axis=0)
+    if pre.interpolation == "bicubic":  # ORT refuses exclude_outside for plain linear
+        attrs.update(mode="cubic", cubic_coeff_a=-0.5, exclude_outside=1)
+    # sizes covers every dim, not only axes=[2, 3]: there is no axes attribute before opset 18,
+    # and ONNX Runtime's NCHWc layout optimiser misreads a 2-element sizes with axes (it broke
+    # composed INT8 models at load, MEASUREMENTS #12)
+    batch_channels = g.op("Slice", g.op("Shape", x), g.const([0]), g.const([2]))
+    sizes = g.op("Concat", batch_channels, sizes, axis=0)
     # opsets 11-12 require the roi and scales inputs, empty when sizes is given
     unused = "" if opset >= 13 else g.const([], "float32")
     x = g.op("Resize", x, unused, unused, sizes, **attrs)
     # PIL resamples uint8 images: round and clip like it does, so bicubic overshoot is cut
     return g.op("Clip", g.op("Round", x), g.const(0.0, "float32"), g.const(255.0, "float32"))
-
-
-def _nearest(g: _Builder, x: str, sizes: str) -> str:
-    """PIL's nearest (ImagingScaleAffine) takes pixel int(p), p summed from s/2 in float64
-    steps of s = in/out. Resize (nearest) breaks the many exact ties its own way (6-20% of
-    pixels differ at 512->224), so gather instead: CumSum adds in PIL's order, same bits."""
-    shape = g.op("Shape", x)
-    for axis in (2, 3):
-        n_in = g.op("Cast", g.op("Slice", shape, g.const([axis]), g.const([axis + 1])), to=_DOUBLE)
-        n_out = g.op("Slice", sizes, g.const([axis - 2]), g.const([axis - 1]))
-        step = g.op("Div", n_in, g.op("Cast", n_out, to=_DOUBLE))
-        rest = g.op("Expand", step, g.op("Sub", n_out, g.const([1])))
-        steps = g.op("Concat", g.op("Mul", step, g.const([0.5], "float64")), rest, axis=0)
-        position = g.op("CumSum", steps, g.const(0))
-        x = g.op("Gather", x, g.op("Cast", g.op("Floor", position), to=_INT64), axis=axis)
-    return x
 
 
 def _normalise(g: _Builder, x: str, pre: Preprocessing) -> str:

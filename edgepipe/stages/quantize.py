@@ -23,7 +23,13 @@ from edgepipe.stages.base import (
     StageSpec,
     register_stage,
 )
-from edgepipe.stages.calibration import CalibrationSpec, calibration_problems
+from edgepipe.stages.calibration import (
+    CalibrationSpec,
+    calibration_problems,
+    describe_calibration,
+)
+from edgepipe.stages.quantize_target import AccuracyTarget
+from edgepipe.stages.samples import BUNDLED_PHOTO_TOOLS
 
 
 class OrtOptions(BaseModel):
@@ -121,6 +127,14 @@ class QuantizeSpec(SingleInputSpec):
         default=True,
         description=("fp16: keep float32 inputs and outputs so callers need not change."),
     )
+    target: AccuracyTarget | None = Field(
+        default=None,
+        description=(
+            "What the quantized model must keep (parity gates, or a top-1 drop on a labelled "
+            "folder). When the configured INT8 misses it, the stage recovers by itself and "
+            "keeps the fastest candidate that passes; every candidate is reported."
+        ),
+    )
 
     @model_validator(mode="after")
     def _mode_fits_backend(self) -> QuantizeSpec:
@@ -132,16 +146,39 @@ class QuantizeSpec(SingleInputSpec):
             )
         return self
 
+    @model_validator(mode="after")
+    def _target_fits_mode(self) -> QuantizeSpec:
+        if self.target is not None and self.mode == "dynamic":
+            raise FieldError("target", "applies to static INT8 and fp16, not to mode: dynamic")
+        return self
+
+    def file_fields(self) -> dict[str, Path]:
+        class_map = self.target.class_map if self.target else None
+        return {"target_class_map": class_map} if class_map else {}
+
     def dir_fields(self) -> dict[str, Path]:
-        images = self.calibration.images
-        return {"calibration_images": images} if images and self.mode == "static" else {}
+        folders = {}
+        if self.calibration.images and self.mode == "static":
+            folders["calibration_images"] = self.calibration.images
+        if self.target is not None:
+            folders.update(
+                (name, value)
+                for name, value in (
+                    ("target_images", self.target.images),
+                    ("target_dataset", self.target.dataset),
+                )
+                if value is not None
+            )
+        return folders
 
 
 @register_stage
 class QuantizeStage(Stage):
     type = "quantize"
     spec_class = QuantizeSpec
-    version = 1
+    # 2: composed models quantize their network only; calibration samples a folder evenly and
+    # defaults to 64 samples; strided calibration; `target` and recovery
+    version = 2
     input_kinds = (ArtifactKind.ONNX_MODEL, ArtifactKind.OPENVINO_IR)
     summary = "INT8 quantization (ORT static/dynamic, OpenVINO NNCF) or FP16 conversion."
 
@@ -154,7 +191,9 @@ class QuantizeStage(Stage):
     def tools_for(self, spec: QuantizeSpec) -> tuple[str, ...]:
         common = ("numpy", "timm", "torch", "pillow") if spec.mode == "static" else ("numpy",)
         backend = ("openvino", "nncf") if spec.backend == "openvino" else ("onnx", "onnxruntime")
-        images = ("scikit-image",) if spec.mode == "static" and not spec.calibration.images else ()
+        images = (
+            BUNDLED_PHOTO_TOOLS if spec.mode == "static" and not spec.calibration.images else ()
+        )
         return (*backend, *common, *images)
 
     def preflight(self, spec: QuantizeSpec, recipe_dir: Path) -> list[str]:
@@ -165,9 +204,20 @@ class QuantizeStage(Stage):
 
     def run(self, spec: QuantizeSpec, ctx: StageContext) -> dict[str, Any]:
         if spec.backend == "openvino":
-            from edgepipe.stages._nncf import quantize_ir
+            from edgepipe.stages._nncf import NncfBackend as Backend
+        else:
+            from edgepipe.stages._ort_quantize import OrtBackend as Backend
+        from edgepipe.stages.quantize_recovery import quantize_with_target
 
-            return quantize_ir(spec, ctx)
-        from edgepipe.stages._ort_quantize import quantize_onnx
-
-        return quantize_onnx(spec, ctx)
+        backend = Backend(spec, ctx.inputs[0], ctx)
+        try:
+            if spec.target is None:
+                meta = backend.build(backend.configured(), ctx.out_dir)
+            else:
+                meta = quantize_with_target(backend, spec, ctx)
+        finally:
+            backend.close()
+        if spec.mode == "static":
+            calibration = describe_calibration(spec.calibration, ctx.recipe_dir)
+            meta["quantization"] = {**meta["quantization"], "calibration": calibration}
+        return meta

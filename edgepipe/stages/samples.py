@@ -1,17 +1,24 @@
-"""Real sample images: a folder given in a recipe, or scikit-image's bundled photographs.
+"""Real sample images: a folder given in a recipe, or photographs that installed packages ship.
 
-scikit-image ships a few public-domain photos of different sizes and aspect ratios, which is
-what a preprocessing check needs; they are read from the installed package, never downloaded.
+The default set is the everyday photos among scikit-image's public-domain images, plus the
+portrait matplotlib ships: different sizes and aspect ratios (what a preprocessing check needs),
+and scenes an ImageNet classifier recognises, so that class gates mean something. The
+astronomy, microscopy and retina images are left out: an ImageNet model is undecided on them
+(top-1 probability 0.08-0.13 on EfficientNet-Lite0, MEASUREMENTS #11). They are read from the
+installed packages, never downloaded.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "IMAGE_SUFFIXES",
-    "SKIMAGE_PHOTOS",
+    "BUNDLED_PHOTO_TOOLS",
+    "DEFAULT_PHOTOS",
+    "describe_images",
     "find_images",
     "fit_fixed_size",
     "load_images",
+    "open_images",
     "raw_pixels",
 ]
 
@@ -20,16 +27,23 @@ from typing import Any
 
 from edgepipe.errors import StageError
 
+BUNDLED_PHOTO_TOOLS = ("scikit-image", "matplotlib")
+"""The distributions the default photos come from: part of the key of a stage that uses them."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-SKIMAGE_PHOTOS = (
-    "astronaut",
-    "coffee",
+# (name, scikit-image loader); grace_hopper comes from matplotlib's sample data
+DEFAULT_PHOTOS = (
     "chelsea",
+    "coffee",
     "rocket",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
+    "astronaut",
+    "camera",
+    "clock",
+    "coins",
+    "moon",
+    "motorcycle",
+    "grace_hopper",
 )
+_DEFAULT_SOURCE = "photos bundled with scikit-image and matplotlib"
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -42,16 +56,21 @@ def find_images(folder: Path) -> list[Path]:
 
 
 def load_images(folder: Path | None, limit: int) -> list[tuple[str, Any]]:
-    """Up to ``limit`` (name, RGB PIL image) pairs from ``folder``, or skimage's photos."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Up to ``limit`` (name, RGB PIL image) pairs from ``folder``, or the bundled photos."""
     if folder is None:
-        return _skimage_photos(limit)
+        return _bundled_photos(limit)
     paths = find_images(folder)
     if not paths:
         raise StageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    return open_images(paths[:limit])
+
+
+def open_images(paths: list[Path]) -> list[tuple[str, Any]]:
+    """(file name, RGB PIL image) per path; an unreadable file is a StageError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
     images = []
-    for path in paths[:limit]:
+    for path in paths:
         try:
             with Image.open(path) as image:
                 images.append((path.name, image.convert("RGB")))
@@ -60,7 +79,12 @@ def load_images(folder: Path | None, limit: int) -> list[tuple[str, Any]]:
     return images
 
 
-def _skimage_photos(limit: int) -> list[tuple[str, Any]]:
+def describe_images(folder: Path | None, names: list[str]) -> dict[str, Any]:
+    """Which images a report used: for a report to say, and a reader to check."""
+    return {"source": str(folder) if folder else _DEFAULT_SOURCE, "names": list(names)}
+
+
+def _bundled_photos(limit: int) -> list[tuple[str, Any]]:
     try:
         import skimage.data
     except ImportError:
@@ -70,10 +94,17 @@ def _skimage_photos(limit: int) -> list[tuple[str, Any]]:
         ) from None
     from PIL import Image
 
-    return [
-        (name, Image.fromarray(getattr(skimage.data, name)()).convert("RGB"))
-        for name in SKIMAGE_PHOTOS[:limit]
-    ]
+    def photo(name: str) -> Any:
+        if name == "grace_hopper":
+            from matplotlib import cbook
+
+            with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
+                return image.convert("RGB")
+        if name == "motorcycle":
+            return Image.fromarray(skimage.data.stereo_motorcycle()[0])
+        return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+    return [(name, photo(name)) for name in DEFAULT_PHOTOS[:limit]]
 
 
 def fit_fixed_size(image: Any, preprocessing: dict[str, Any] | None) -> Any:

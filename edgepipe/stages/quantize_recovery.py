@@ -1,0 +1,219 @@
+"""Quantization that keeps its accuracy: try candidates in order of cost until one meets the
+stage's target, keep the fastest that passes, and report every one.
+
+The rungs (each tried only when everything before it missed):
+
+1. the settings the recipe asks for (or, on a rebuild, those the lockfile recorded);
+2. calibration: the other methods (MinMax / Percentile / Entropy) and per-channel on/off for
+   ONNX Runtime; NNCF's presets and full bias correction for OpenVINO;
+3. the most sensitive nodes kept float — measured per node on the best candidate so far
+   (``_ort_sensitivity`` / ``_ov_sensitivity``), 1, 2, 4… of them;
+4. the higher-precision fallback (fp16).
+
+The kept settings go into the artifact's meta and the lockfile; with them a rebuild (CI) builds
+that one candidate, checks it, and searches again only if it no longer passes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["quantize_with_target"]
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgepipe.errors import StageError
+from edgepipe.stages.base import StageContext
+from edgepipe.stages.quantize_target import CandidateCheck, Fidelity, time_ms
+
+REPORT_FILE = "quantization.md"
+
+
+@dataclass
+class Tried:
+    name: str
+    settings: dict[str, Any]
+    fidelity: Fidelity
+    ms: float
+    folder: Path
+    meta: dict[str, Any]
+
+
+def quantize_with_target(backend, spec, ctx: StageContext) -> dict[str, Any]:
+    """Build candidates until one meets ``spec.target``; the kept one lands in ``ctx.out_dir``."""
+    target = spec.target
+    check = CandidateCheck(target, ctx.inputs[0], ctx.recipe_dir)
+    ladder = _Ladder(backend, check, backend.scratch / "candidates", ctx.log)
+    recorded = (ctx.recorded or {}).get("settings")
+    if recorded and ladder.attempt("recorded", recorded).fidelity.passed:
+        return _keep(ladder, ladder.tried[-1], target, ctx, "replayed from the lockfile")
+    if recorded:
+        ctx.log.warning("the settings the lockfile recorded no longer meet the target: searching")
+    ladder.attempt("configured", backend.configured())
+    if target.recover:
+        for rung in (_calibration_rung, _sensitivity_rung, _fallback_rung):
+            if ladder.passed():
+                break
+            rung(ladder, backend, target)
+    if not ladder.passed():
+        table = candidate_table(ladder.tried, None)
+        raise StageError(
+            f"no quantization candidate meets the target ({target.metric}): \n{table}\n"
+            + _closest_problems(ladder.tried)
+        )
+    fastest = min(ladder.passed(), key=lambda tried: tried.ms)
+    return _keep(ladder, fastest, target, ctx, "searched")
+
+
+class _Ladder:
+    def __init__(self, backend, check: CandidateCheck, folder: Path, log):
+        self.backend, self.check, self.folder, self.log = backend, check, folder, log
+        self.tried: list[Tried] = []
+
+    def attempt(self, name: str, settings: dict[str, Any]) -> Tried:
+        folder = self.folder / f"{len(self.tried):02d}-{name}"
+        meta = self.backend.build(settings, folder)
+        candidate = self.check.open(folder, meta)
+        fidelity = self.check.measure(candidate, meta["precision"])
+        ms = time_ms(candidate, self.check.inputs[0])
+        del candidate
+        tried = Tried(name, settings, fidelity, ms, folder, meta)
+        self.tried.append(tried)
+        self.log.info(
+            "candidate %s: %s, %.2f ms — %s",
+            name,
+            fidelity.headline,
+            ms,
+            "passes" if fidelity.passed else "misses: " + "; ".join(fidelity.problems)[:300],
+        )
+        return tried
+
+    def passed(self) -> list[Tried]:
+        return [t for t in self.tried if t.fidelity.passed]
+
+    def best_int8(self) -> Tried | None:
+        int8 = [t for t in self.tried if t.meta["precision"] == "int8"]
+        return min(int8, key=lambda t: t.fidelity.score) if int8 else None
+
+
+def _calibration_rung(ladder: _Ladder, backend, target) -> None:
+    configured = backend.configured()
+    if configured["mode"] != "static":
+        return
+    for name, variant in calibration_variants(backend.kind, configured):
+        ladder.attempt(name, variant)
+
+
+def calibration_variants(kind: str, configured: dict[str, Any]) -> list[tuple[str, dict]]:
+    """The calibration settings to try besides the configured ones, cheapest first."""
+    if kind == "openvino-ir":
+        options = [(preset, fast) for fast in (True, False) for preset in ("performance", "mixed")]
+        current = (configured["preset"], configured["fast_bias_correction"])
+        return [
+            (
+                f"{preset}{'' if fast else '-bias-correction'}",
+                {**configured, "preset": preset, "fast_bias_correction": fast},
+            )
+            for preset, fast in options
+            if (preset, fast) != current
+        ]
+    options = [(m, pc) for m in ("minmax", "percentile", "entropy") for pc in (True, False)]
+    current = (configured["calibrate_method"], configured["per_channel"])
+    return [
+        (
+            f"{method}{'' if per_channel else '-per-tensor'}",
+            {**configured, "calibrate_method": method, "per_channel": per_channel},
+        )
+        for method, per_channel in options
+        if (method, per_channel) != current
+    ]
+
+
+def _sensitivity_rung(ladder: _Ladder, backend, target) -> None:
+    best = ladder.best_int8()
+    if best is None or target.max_float_nodes == 0:
+        return
+    ranked = [name for name, loss in backend.sensitive_nodes(best, backend.calibration()[:8])]
+    ladder.log.info("most sensitive nodes (dB lost): %s", ", ".join(ranked[:8]))
+    key = "ignored_names" if backend.kind == "openvino-ir" else "exclude_nodes"
+    count = 1
+    while count <= min(target.max_float_nodes, len(ranked)):
+        settings = {**best.settings, key: sorted({*best.settings[key], *ranked[:count]})}
+        if ladder.attempt(f"{count}-float", settings).fidelity.passed:
+            return
+        count *= 2
+
+
+def _fallback_rung(ladder: _Ladder, backend, target) -> None:
+    if target.fallback == "fp16":
+        ladder.attempt("fp16", {"mode": "fp16"})
+
+
+def _keep(ladder: _Ladder, kept: Tried, target, ctx: StageContext, how: str) -> dict[str, Any]:
+    for produced in kept.folder.iterdir():
+        shutil.move(str(produced), ctx.out_dir / produced.name)
+    table = candidate_table(ladder.tried, kept)
+    ctx.log.info("kept candidate %s (%s):\n%s", kept.name, how, table)
+    (ctx.out_dir / REPORT_FILE).write_text(
+        f"Target: {target.metric}. Kept: {kept.name} ({how}).\n\n{table}\n"
+    )
+    recovery = {
+        "target": target.model_dump(mode="json", include={"metric", "max_top1_drop"}),
+        "chosen": how,
+        "kept": kept.name,
+        "candidates": [
+            {
+                "name": t.name,
+                "settings": t.settings,
+                "passed": t.fidelity.passed,
+                "fidelity": t.fidelity.headline,
+                "ms": round(t.ms, 3),
+            }
+            for t in ladder.tried
+        ],
+    }
+    meta = dict(kept.meta)
+    meta["quantization"] = {**meta["quantization"], "recovery": recovery}
+    json.dumps(meta)  # the meta must stay JSON
+    return meta
+
+
+def candidate_table(tried: list[Tried], kept: Tried | None) -> str:
+    rows = [
+        "| candidate | settings | precision | ms | fidelity | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in tried:
+        verdict = "passes" if t.fidelity.passed else "misses"
+        if t is kept:
+            verdict = "**kept**"
+        rows.append(
+            f"| {t.name} | {_settings_text(t.settings)} | {t.meta['precision']} | {t.ms:.2f} "
+            f"| {t.fidelity.headline} | {verdict} |"
+        )
+    return "\n".join(rows)
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    parts = []
+    for key, value in settings.items():
+        if key == "mode" or value in ([], None):
+            continue
+        if isinstance(value, list):
+            shown = ", ".join(_short_node_name(v) for v in value[:3])
+            value = f"{len(value)} kept float ({shown}{', …' if len(value) > 3 else ''})"
+        parts.append(f"{key}={value}")
+    return ", ".join(parts) or settings.get("mode", "")
+
+
+def _short_node_name(name: str) -> str:
+    """'/inner/blocks/blocks.0/blocks.0.0/conv_dw/Conv' → 'blocks.0.0/conv_dw'."""
+    parts = [p for p in name.split("/") if p]
+    return "/".join(parts[-3:-1]) if len(parts) >= 3 else name
+
+
+def _closest_problems(tried: list[Tried]) -> str:
+    closest = min(tried, key=lambda t: t.fidelity.score)
+    return f"closest: {closest.name} — " + "; ".join(closest.fidelity.problems)
