@@ -93,7 +93,35 @@ def workspace(tmp_path: Path) -> Workspace:
 
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory):
-    """A test_efficientnet trained on scikit-learn's digits (tests/digits.py), once a session."""
-    from digits import train_digits
+    """A test_efficientnet trained on scikit-learn's digits (tests/digits.py): once for all
+    xdist workers of a run (they share the base temp folder's parent, and a lock)."""
+    import hashlib
 
-    return train_digits(tmp_path_factory.mktemp("digits"))
+    from digits import train_digits
+    from filelock import FileLock
+
+    code = hashlib.sha256((REPO / "tests" / "digits.py").read_bytes()).hexdigest()[:12]
+    shared = tmp_path_factory.getbasetemp().parent / f"digits-{code}"
+    with FileLock(f"{shared}.lock"):
+        return train_digits(shared)
+
+
+# Files whose tests share a module-scoped fixture (one recipe run, many assertions): with
+# `--dist loadgroup` their tests stay on one xdist worker, so the fixture runs once.
+_SHARED_FIXTURE_FILES = {
+    "test_bad_recipes.py",
+    "test_compose.py",
+    "test_real_weights.py",
+    "test_remote_cache.py",
+    "test_torchscript.py",
+}
+# The longest tests start first, so that no worker is left with one of them at the end.
+_LONGEST_FIRST = ("test_families.py", "test_trained_quantization.py", "test_real_weights.py")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in _SHARED_FIXTURE_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    rank = {name: index for index, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -19,9 +19,10 @@ def export_document(**fields) -> dict:
 def test_export_key_is_pinned():
     # A golden value: if this changes, every user's cached exports are rebuilt. Change it only
     # on purpose (a new default, a new field, a bumped implementation version) and say so.
-    # Changed once: export v2 strips absolute-path stack traces from the ONNX metadata.
+    # Changed: export v2 strips absolute-path stack traces from the ONNX metadata; v3 carries
+    # the weights' origin in the artifact (verification and quantization pick gates by it).
     assert action_key(export_document()) == (
-        "330d5dfacf0cab237ba54bb0fadc6e63f442131540b80aa58827b96eb5589b63"
+        "7cdff48b6c2de321b52c2cea3c7d605ae7d4ebbc6d87bb701cc17e69db95e18e"
     )
 
 
@@ -29,7 +30,7 @@ def test_export_key_document_holds_spec_after_defaults_inputs_and_tools():
     assert export_document() == {
         "key_version": 1,
         "stage_type": "export",
-        "implementation_version": 2,
+        "implementation_version": 3,
         "spec": {
             "type": "export",
             "opset": 18,

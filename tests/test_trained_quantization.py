@@ -29,7 +29,7 @@ def _evaluate(digits, stage: str, source: str) -> str:
 
 
 def test_int8_artifacts_keep_top1_within_a_point(workspace, digits):
-    calibration = f"calibration: {{images: {digits.calibration}, count: 128}}"
+    calibration = f"calibration: {{images: {digits.calibration}, count: 64}}"
     stages = [
         "  e2e: {type: compose-preprocessing, input: onnx}",
         f"  ort_int8: {{type: quantize, input: onnx, {calibration}}}",
@@ -39,7 +39,7 @@ def test_int8_artifacts_keep_top1_within_a_point(workspace, digits):
         "  e2e_ir: {type: convert-openvino, input: e2e}",
         f"  e2e_ov_int8: {{type: quantize, input: e2e_ir, backend: openvino, {calibration}}}",
     ]
-    artifacts = ["onnx", "e2e", "ort_int8", "e2e_int8", "ov_int8", "e2e_ov_int8"]
+    artifacts = ["ort_int8", "e2e_int8", "ov_int8", "e2e_ov_int8"]
     stages += [_evaluate(digits, f"eval_{a}", a) for a in artifacts]
     recipe = workspace.recipe(_recipe(digits, "\n".join(stages)))
     result = workspace.cli("run", str(recipe), "--jobs", "2", timeout=900)

@@ -95,9 +95,9 @@ TRAINED_DEFAULTS: dict[str, Thresholds] = {
         min_top5_overlap=0.95,
     ),
     "composed": Thresholds(
-        min_cosine=0.99,
-        max_mean_rel_error=0.1,
-        max_kl=0.02,
+        min_cosine=0.999,
+        max_mean_rel_error=0.02,
+        max_kl=0.005,
         min_top1_agreement=0.95,
         min_top5_overlap=0.9,
     ),
