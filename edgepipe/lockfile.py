@@ -71,13 +71,13 @@ def _headline(stage_type: str, folder: Path) -> dict[str, Any]:
         }
     if stage_type == "quantize" and (folder / ARTIFACT_FILE).is_file():
         quantization = json.loads((folder / ARTIFACT_FILE).read_text())["meta"]["quantization"]
+        # what a rebuild replays instead of searching again (runner: recorded_settings); the
+        # same whether this build searched or replayed, so the lock does not churn
         recovery = quantization.get("recovery") or {}
-        # what a rebuild replays instead of searching again (runner: recorded_settings)
         return {
             "quantization": {
                 "settings": quantization["settings"],
-                "chosen": recovery.get("chosen", "recipe"),
-                "candidates": len(recovery.get("candidates", [])) or 1,
+                "recovered": recovery.get("recovered", False),
             }
         }
     if stage_type == "benchmark" and (folder / "benchmark.json").is_file():

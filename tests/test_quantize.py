@@ -95,3 +95,21 @@ def test_calibration_images_are_part_of_the_key(workspace):
     by_stage = {p["stage"]: p for p in plan}
     assert by_stage["onnx"]["status"] == "cached"
     assert by_stage["int8"]["reasons"] == ["file 'calibration_images' changed (different content)"]
+
+
+def test_a_large_calibration_folder_is_sampled_evenly(tmp_path):
+    """A sorted ImageFolder cut at its first files would calibrate on its first class only."""
+    from PIL import Image
+
+    from edgepipe.stages.calibration import CalibrationSpec, _chosen_paths, describe_calibration
+
+    for label in ("ant", "bee", "cat", "dog"):
+        (tmp_path / "calib" / label).mkdir(parents=True)
+        for index in range(25):
+            Image.new("RGB", (8, 8)).save(tmp_path / "calib" / label / f"{index:02d}.png")
+    spec = CalibrationSpec(images="calib", count=16)
+    chosen = _chosen_paths(spec, tmp_path)
+    assert len(chosen) == 16 and len({p.parent.name for p in chosen}) == 4
+    assert chosen == _chosen_paths(spec, tmp_path)  # seeded: the same every run
+    described = describe_calibration(spec, tmp_path)
+    assert described["distinct_images"] == 16 and described["samples"] == 16

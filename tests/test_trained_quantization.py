@@ -82,7 +82,7 @@ def test_recovery_reports_candidates_keeps_one_and_replays_it(workspace, digits)
     assert "| candidate | settings | precision | ms | fidelity | verdict |" in table
     assert "**kept**" in table
     lock = (workspace.root / "recipe.lock").read_text()
-    assert "chosen: searched" in lock and "mode: fp16" in lock
+    assert "recovered: true" in lock and "mode: fp16" in lock
 
     # CI rebuilds without searching: the lockfile's choice is built and checked, nothing else
     rebuilt = workspace.cli("run", str(recipe), "--force", "int8")
@@ -90,7 +90,7 @@ def test_recovery_reports_candidates_keeps_one_and_replays_it(workspace, digits)
     meta = json.loads((workspace.out / "int8" / "artifact.json").read_text())["meta"]
     recovery = meta["quantization"]["recovery"]
     assert [c["name"] for c in recovery["candidates"]] == ["recorded"]
-    assert recovery["chosen"] == "replayed from the lockfile"
+    assert recovery["chosen"] == "replayed from the lockfile" and recovery["recovered"]
 
 
 def test_a_target_nothing_meets_fails_with_the_candidates(workspace, digits):

@@ -25,13 +25,9 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
+from edgepipe.stages.graph_join import join, tensor_dims
 from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx
-from edgepipe.stages.preprocess_graph import (
-    Preprocessing,
-    build_preprocessing,
-    join,
-    tensor_dims,
-)
+from edgepipe.stages.preprocess_graph import Preprocessing, build_preprocessing
 
 _OVERRIDES = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 _BORDER = (

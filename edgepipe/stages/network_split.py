@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgepipe.stages.graph_join import join
 from edgepipe.stages.onnx_io import MODEL_FILE
-from edgepipe.stages.preprocess_graph import OUTPUT, join
+from edgepipe.stages.preprocess_graph import OUTPUT
 
 NETWORK_INPUT = "network_input"
 _POSTPROCESS = "postprocess/"

@@ -65,7 +65,7 @@ class ParityStage(VerificationStage):
     summary = "Compare an artifact with its source torch model on real photos and random inputs."
 
     def tools_for(self, spec: ParitySpec) -> tuple[str, ...]:
-        # the default photos come from scikit-image; a recipe's own folder does not need it
+        # the default photos come from scikit-image and matplotlib; a recipe's folder needs neither
         return self.tools if spec.images else (*self.tools, *BUNDLED_PHOTO_TOOLS)
 
     def run(self, spec: ParitySpec, ctx: StageContext) -> dict[str, Any]:
@@ -115,7 +115,8 @@ class ParityStage(VerificationStage):
         (ctx.out_dir / "parity.md").write_text(text + "\n")
         ctx.log.info("parity (%s thresholds):\n%s", kind, text)
         if failed:
-            raise StageError("parity gate failed: " + "; ".join(failed) + "\n" + text)
+            hint = _RECOVERY_HINT if "int8" in kind else ""
+            raise StageError("parity gate failed: " + "; ".join(failed) + hint + "\n" + text)
         # the checked artifact by content, so a benchmark report can show this verdict beside it
         return {
             "passed": True,
@@ -123,6 +124,12 @@ class ParityStage(VerificationStage):
             "metrics": metrics,
             "artifact_digest": artifact.digest,
         }
+
+
+_RECOVERY_HINT = (
+    ". An INT8 artifact that misses its gates can recover by itself: give its quantize stage "
+    "`target: {metric: parity}` (README, 'Quantization that keeps its accuracy')"
+)
 
 
 def _markdown(report: dict[str, Any], compared: dict[str, Comparison]) -> str:

@@ -13,21 +13,12 @@ The reference is ``timm.data.create_transform(**data_config, is_training=False)`
 
 from __future__ import annotations
 
-__all__ = [
-    "OUTPUT",
-    "RESIZED_SIZE",
-    "Preprocessing",
-    "append_postprocess",
-    "build_preprocessing",
-    "join",
-    "tensor_dims",
-]
+__all__ = ["OUTPUT", "RESIZED_SIZE", "Preprocessing", "build_preprocessing"]
 
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgepipe.errors import StageError
 from edgepipe.stages.resample_graph import nearest, resize_crop
 
 OUTPUT = "preprocess/tensor"  # the preprocessing graph's output: the model's input once joined
@@ -233,72 +224,3 @@ def _normalise(g: _Builder, x: str, pre: Preprocessing) -> str:
     if pre.output_dtype != "float32":  # e.g. a float16 model
         x = g.op("Cast", x, to=_FLOATS[pre.output_dtype])
     return x
-
-
-def join(prep: Any, model: Any, model_input: str, postprocess: str, top_k: int) -> None:
-    """Feed ``prep``'s output into ``model``'s input (in place) and append the post-processing;
-    the model's output names stay, so do its tensors' external-data references."""
-    import onnx
-
-    try:
-        graph = onnx.compose.merge_graphs(
-            prep.graph, model.graph, io_map=[(OUTPUT, model_input)], name=model.graph.name
-        )
-    except ValueError as exc:  # a name both graphs use, e.g. a model input called 'image'
-        raise StageError(
-            f"cannot join the preprocessing to the model: {str(exc).splitlines()[0]}; "
-            "set input_name to a name the model does not use"
-        ) from None
-    append_postprocess(graph, postprocess, top_k)
-    # merge_graphs copied the model's tensors: drop the originals before taking the copy
-    model.graph.Clear()
-    model.graph.CopyFrom(graph)
-
-
-def tensor_dims(value: Any) -> list[int | str]:
-    """A value's shape; symbolic dims by name ('?' when unnamed)."""
-    return [
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-        for d in value.type.tensor_type.shape.dim
-    ]
-
-
-def append_postprocess(graph: Any, kind: str, top_k: int = 5) -> None:
-    """Softmax (``probabilities``), or softmax + top-k (``scores``, ``indices``), over the last
-    axis of the graph's first output, which they replace; other outputs stay as they are."""
-    if kind == "none":
-        return
-    from onnx import TensorProto, helper
-
-    first, rest = graph.output[0], list(graph.output[1:])
-    tensor, dims = first.type.tensor_type, tensor_dims(first)
-    _check_postprocess(graph, dims, kind, top_k)
-    probabilities = "probabilities" if kind == "softmax" else "postprocess/probabilities"
-    # axis=-1 is the last axis at every opset (before 13 too: it coerces to [rest, last])
-    graph.node.append(
-        helper.make_node("Softmax", [first.name], [probabilities], "postprocess/Softmax", axis=-1)
-    )
-    outputs = [helper.make_tensor_value_info(probabilities, tensor.elem_type, dims)]
-    if kind == "topk":
-        graph.initializer.append(helper.make_tensor("postprocess/k", _INT64, [1], [top_k]))
-        topk = [probabilities, "postprocess/k"]
-        graph.node.append(helper.make_node("TopK", topk, ["scores", "indices"], "postprocess/TopK"))
-        shape = [*dims[:-1], top_k]
-        outputs = [
-            helper.make_tensor_value_info("scores", tensor.elem_type, shape),
-            helper.make_tensor_value_info("indices", TensorProto.INT64, shape),
-        ]
-    del graph.output[:]
-    graph.output.extend([*outputs, *rest])
-
-
-def _check_postprocess(graph: Any, dims: list, kind: str, top_k: int) -> None:
-    if not dims:
-        raise StageError(
-            "postprocess needs a class axis, but the model's first output "
-            f"'{graph.output[0].name}' has no known shape; set postprocess: none"
-        )
-    if kind == "topk" and isinstance(dims[-1], int) and top_k > dims[-1]:
-        raise StageError(f"top_k is {top_k} but the model has {dims[-1]} classes")
-    if taken := {o.name for o in graph.output} & {"probabilities", "scores", "indices"}:
-        raise StageError(f"the model already has output(s) {sorted(taken)}; set postprocess: none")

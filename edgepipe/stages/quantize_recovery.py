@@ -18,7 +18,6 @@ from __future__ import annotations
 
 __all__ = ["quantize_with_target"]
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +45,8 @@ def quantize_with_target(backend, spec, ctx: StageContext) -> dict[str, Any]:
     target = spec.target
     check = CandidateCheck(target, ctx.inputs[0], ctx.recipe_dir)
     ladder = _Ladder(backend, check, backend.scratch / "candidates", ctx.log)
-    recorded = (ctx.recorded or {}).get("settings")
-    if recorded and ladder.attempt("recorded", recorded).fidelity.passed:
+    if _replayed(ladder, (ctx.recorded or {}).get("settings")):
         return _keep(ladder, ladder.tried[-1], target, ctx, "replayed from the lockfile")
-    if recorded:
-        ctx.log.warning("the settings the lockfile recorded no longer meet the target: searching")
     ladder.attempt("configured", backend.configured())
     if target.recover:
         for rung in (_calibration_rung, _sensitivity_rung, _fallback_rung):
@@ -65,6 +61,21 @@ def quantize_with_target(backend, spec, ctx: StageContext) -> dict[str, Any]:
         )
     fastest = min(ladder.passed(), key=lambda tried: tried.ms)
     return _keep(ladder, fastest, target, ctx, "searched")
+
+
+def _replayed(ladder: _Ladder, recorded: dict[str, Any] | None) -> bool:
+    """Build what the lockfile recorded; True when it still meets the target."""
+    if not recorded:
+        return False
+    try:
+        if ladder.attempt("recorded", recorded).fidelity.passed:
+            return True
+        ladder.log.warning(
+            "the settings the lockfile recorded no longer meet the target: searching"
+        )
+    except (KeyError, TypeError, StageError) as exc:  # a lock edited by hand, another backend
+        ladder.log.warning("cannot build the settings the lockfile recorded (%s): searching", exc)
+    return False
 
 
 class _Ladder:
@@ -106,29 +117,27 @@ def _calibration_rung(ladder: _Ladder, backend, target) -> None:
         ladder.attempt(name, variant)
 
 
+# Per backend: two settings to vary, their values (the usual first), and how a candidate whose
+# second setting is off is named
+_CALIBRATION_AXES = {
+    "onnx-model": ("calibrate_method", ("minmax", "percentile", "entropy"), "per_channel"),
+    "openvino-ir": ("preset", ("performance", "mixed"), "fast_bias_correction"),
+}
+_OFF_SUFFIX = {"per_channel": "-per-tensor", "fast_bias_correction": "-bias-correction"}
+
+
 def calibration_variants(kind: str, configured: dict[str, Any]) -> list[tuple[str, dict]]:
-    """The calibration settings to try besides the configured ones, cheapest first."""
-    if kind == "openvino-ir":
-        options = [(preset, fast) for fast in (True, False) for preset in ("performance", "mixed")]
-        current = (configured["preset"], configured["fast_bias_correction"])
-        return [
-            (
-                f"{preset}{'' if fast else '-bias-correction'}",
-                {**configured, "preset": preset, "fast_bias_correction": fast},
-            )
-            for preset, fast in options
-            if (preset, fast) != current
-        ]
-    options = [(m, pc) for m in ("minmax", "percentile", "entropy") for pc in (True, False)]
-    current = (configured["calibrate_method"], configured["per_channel"])
-    return [
-        (
-            f"{method}{'' if per_channel else '-per-tensor'}",
-            {**configured, "calibrate_method": method, "per_channel": per_channel},
-        )
-        for method, per_channel in options
-        if (method, per_channel) != current
-    ]
+    """The calibration settings to try besides the configured ones: for ONNX Runtime the
+    methods × per-channel, for NNCF the presets × fast or full bias correction."""
+    first, values, switch = _CALIBRATION_AXES[kind]
+    variants = []
+    for on in (True, False):
+        for value in values:
+            if (value, on) == (configured[first], configured[switch]):
+                continue
+            name = value + ("" if on else _OFF_SUFFIX[switch])
+            variants.append((name, {**configured, first: value, switch: on}))
+    return variants
 
 
 def _sensitivity_rung(ladder: _Ladder, backend, target) -> None:
@@ -147,7 +156,8 @@ def _sensitivity_rung(ladder: _Ladder, backend, target) -> None:
 
 
 def _fallback_rung(ladder: _Ladder, backend, target) -> None:
-    if target.fallback == "fp16":
+    already = any(t.settings["mode"] == "fp16" for t in ladder.tried)
+    if target.fallback == "fp16" and not already:
         ladder.attempt("fp16", {"mode": "fp16"})
 
 
@@ -163,6 +173,8 @@ def _keep(ladder: _Ladder, kept: Tried, target, ctx: StageContext, how: str) -> 
         "target": target.model_dump(mode="json", include={"metric", "max_top1_drop"}),
         "chosen": how,
         "kept": kept.name,
+        # the kept settings are not what the recipe asked for
+        "recovered": kept.settings != ladder.backend.configured(),
         "candidates": [
             {
                 "name": t.name,
@@ -176,7 +188,6 @@ def _keep(ladder: _Ladder, kept: Tried, target, ctx: StageContext, how: str) -> 
     }
     meta = dict(kept.meta)
     meta["quantization"] = {**meta["quantization"], "recovery": recovery}
-    json.dumps(meta)  # the meta must stay JSON
     return meta
 
 
