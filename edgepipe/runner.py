@@ -65,8 +65,7 @@ class Runner:
         # redirects: two at once would swap each other's logs
         self.jobs = jobs if isolate else 1
         self._preload: list[str] = []
-        # per stage, what the lockfile recorded (lockfile.recorded_settings): handed to a stage
-        # rebuilt under the same key, so it reproduces the recorded choice instead of searching
+        # lockfile.recorded_settings: a stage rebuilt under its recorded key reproduces its choice
         self.recorded = recorded or {}
 
     def preflight(self, plans: list[StagePlan]) -> None:
