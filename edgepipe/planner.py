@@ -44,6 +44,7 @@ class StagePlan:
     key: str | None = None
     key_document: dict[str, Any] | None = None
     record: ActionRecord | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class Planner:
@@ -115,6 +116,7 @@ class Planner:
         if stage_id in self.force:  # rebuilt whatever is stored, so never pulled from a remote
             plan.record = self.cache.get_action(plan.key)
             plan.reasons = ["--force"]
+            self._note_damage(plan)
             return plan
         plan.record = self.find(plan.key)
         if plan.record is not None:
@@ -122,7 +124,14 @@ class Planner:
             return plan
         previous = self.cache.last_key_document(self.graph.recipe.name, index_name(stage_id))
         plan.reasons = explain(previous, plan.key_document, spec.input_ids())
+        self._note_damage(plan)
         return plan
+
+    def _note_damage(self, plan: StagePlan) -> None:
+        damage = self.cache.damaged.get(plan.key)
+        if damage:
+            plan.reasons = [f"cached output was corrupt ({damage})"]
+            plan.warnings = [f"the cached output was corrupt ({damage}): removed and rebuilt"]
 
     def plan(self, selected: list[str]) -> list[StagePlan]:
         """Plans for ``selected`` (in order); unselected ancestors are looked up, never run."""

@@ -16,7 +16,13 @@ from typing import Any
 
 from edgepipe.cache import ActionRecord, Cache, CacheCorruptError
 from edgepipe.cache.remote import RemoteCache, RemoteCacheError
-from edgepipe.errors import EdgepipeError, PreflightError, StageFailure, summarize_exception
+from edgepipe.errors import (
+    CacheError,
+    EdgepipeError,
+    PreflightError,
+    StageFailure,
+    summarize_exception,
+)
 from edgepipe.executor import (
     StageOutcome,
     preflight_isolated,
@@ -101,6 +107,7 @@ class Runner:
     def run(self, selected: list[str]) -> RunResult:
         """Run ``selected`` stages; raises :class:`StageFailure` if any failed (others kept)."""
         plans = self.planner.plan(selected)
+        self._refuse_builds_in_read_only_cache(plans)
         tools = {
             t
             for p in plans
@@ -131,6 +138,15 @@ class Runner:
             skipped = [r.stage_id for r in results if r.outcome == "skipped"]
             raise StageFailure(failures, skipped)
         return RunResult(self.out_dir, results)
+
+    def _refuse_builds_in_read_only_cache(self, plans: list[StagePlan]) -> None:
+        to_build = [p.stage_id for p in plans if p.status == "run"]
+        if to_build and not self.cache.writable():
+            raise CacheError(
+                f"the cache {self.cache.root} is read-only and {len(to_build)} stage(s) need "
+                f"building ({', '.join(to_build)}); a read-only cache serves fully cached runs "
+                "only: use a writable --cache (or EDGEPIPE_CACHE) to build"
+            )
 
     def _ancestors_of(self, selected: list[str]) -> set[str]:
         chosen = set(selected)
@@ -181,7 +197,7 @@ class Runner:
             time.perf_counter() - started,
             output_size=record.output_size,
             reasons=plan.reasons,
-            warnings=stage_warnings(record.log) if built else [],
+            warnings=plan.warnings + (stage_warnings(record.log) if built else []),
             peak_rss_bytes=record.peak_rss_bytes if built else 0,
         )
         self.observer.stage_finished(result)

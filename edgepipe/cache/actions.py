@@ -35,6 +35,11 @@ class ActionScan:
 class ActionCache(ContentStore):
     """Action records at ``ac/<2 hex>/<62 hex>.json``; a record's mtime is its last use."""
 
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        # action key -> why its stored output was corrupt (found and removed this session)
+        self.damaged: dict[str, str] = {}
+
     def action_path(self, key: str) -> Path:
         """Return where the record for ``key`` is stored.
 
@@ -54,8 +59,11 @@ class ActionCache(ContentStore):
         if record is None:
             logger.warning("ignoring unreadable action record %s: %s", path, error)
             return None
-        if not self.tree_complete(record.output_digest):
-            logger.info("action %s: output %s is incomplete, treating as a miss", key, path)
+        problem = self.tree_problem(record.output_digest)
+        if problem is not None:
+            if record.output_digest in self.corrupt or problem.endswith("is corrupt"):
+                self.damaged[key] = problem
+            logger.info("action %s (%s): %s; treating as a miss", key, record.stage_id, problem)
             return None
         # Last-used time, read by gc. OSError: evicted concurrently or not ours to touch; the
         # hit itself is still valid.
@@ -87,12 +95,24 @@ class ActionCache(ContentStore):
             yield ActionScan(path, record, error, mtime_ns)
 
     def tree_complete(self, tree_digest: str) -> bool:
-        """Return whether a tree's manifest and every object it lists are stored."""
+        """Return whether a tree's manifest and every object it lists are stored and intact."""
+        return self.tree_problem(tree_digest) is None
+
+    def tree_problem(self, tree_digest: str) -> str | None:
+        """Why a stored tree cannot be served (missing or corrupt parts), or None if it can.
+
+        Objects are checked with :meth:`intact`; corrupt ones are removed and noted in
+        :attr:`corrupt`.
+        """
         try:
             entries = self.read_manifest(tree_digest)
-        except CacheCorruptError:
-            return False
-        return all(self.has(entry.digest) for entry in entries)
+        except CacheCorruptError as exc:
+            return str(exc)
+        for entry in entries:
+            if not self.intact(entry.digest):
+                state = "corrupt" if entry.digest in self.corrupt else "missing"
+                return f"output file {entry.path} (object {entry.digest[:12]}…) is {state}"
+        return None
 
     def last_key_document(self, recipe: str, stage_id: str) -> dict[str, Any] | None:
         """Return the key document last recorded for a stage, or None if there is none."""
@@ -109,10 +129,16 @@ class ActionCache(ContentStore):
     def record_key_document(self, recipe: str, stage_id: str, document: dict[str, Any]) -> None:
         """Remember ``document`` as the last key document of a stage (atomically).
 
+        It only feeds ``plan``'s "why": in a read-only cache it is not written (logged).
+
         Raises:
             ValueError: ``recipe`` or ``stage_id`` is not a safe name.
         """
-        self._atomic_write(self._index_path(recipe, stage_id), canonical_json(document))
+        path = self._index_path(recipe, stage_id)
+        try:
+            self._atomic_write(path, canonical_json(document))
+        except OSError as exc:
+            logger.debug("key document %s not recorded: %s", path, exc)
 
     def _index_path(self, recipe: str, stage_id: str) -> Path:
         check_name(recipe, "recipe name")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgepipe.cache import _tree
 from edgepipe.cache._layout import CacheLayout, random_token, remove_any
-from edgepipe.cache.digest import check_digest, copy_hashing, sha256_file
+from edgepipe.cache.digest import StatCache, check_digest, copy_hashing, sha256_file
 from edgepipe.cache.keys import canonical_json
 from edgepipe.cache.models import CacheCorruptError, ManifestEntry
 
@@ -34,7 +34,26 @@ _REFRESH_AFTER_S = 600
 
 
 class ContentStore(CacheLayout):
-    """The CAS half of the cache; objects live at ``cas/<2 hex>/<62 hex>`` and are read-only."""
+    """The CAS half of the cache; objects live at ``cas/<2 hex>/<62 hex>`` and are read-only.
+
+    It never hands out bytes that do not match their digest: an object is re-hashed whenever
+    its stat signature is not the one remembered at install (see :meth:`intact`), and storing
+    bytes that are already present re-hashes the stored copy. A corrupt object is removed, so
+    whatever needs it is rebuilt.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self._stat_cache: StatCache | None = None
+        # digest -> what was wrong with it, for objects found corrupt (and removed) this session
+        self.corrupt: dict[str, str] = {}
+
+    @property
+    def signatures(self) -> StatCache:
+        """The stat cache (``statcache.sqlite``) of object signatures and input file digests."""
+        if self._stat_cache is None:
+            self._stat_cache = StatCache(self.root)
+        return self._stat_cache
 
     def object_path(self, digest: str) -> Path:
         """Return where the object with this digest is (or would be) stored.
@@ -46,8 +65,33 @@ class ContentStore(CacheLayout):
         return self.cas_dir / digest[:2] / digest[2:]
 
     def has(self, digest: str) -> bool:
-        """Return whether the object is present."""
+        """Return whether the object is present (not whether its bytes are intact)."""
         return self.object_path(digest).is_file()
+
+    def intact(self, digest: str) -> bool:
+        """Return whether the object is present and its bytes hash to ``digest``.
+
+        Cheap when the object's stat signature is the one remembered (one stat and one
+        lookup); otherwise the bytes are re-hashed. A corrupt object is removed (and noted in
+        :attr:`corrupt`) so that the stage that made it is rebuilt.
+        """
+        path = self.object_path(digest)
+        try:
+            if self.signatures.holds(path, digest):
+                return True
+        except FileNotFoundError:
+            return False
+        self._discard_corrupt(digest, "its bytes do not match its digest")
+        return False
+
+    def _discard_corrupt(self, digest: str, problem: str) -> None:
+        self.corrupt[digest] = problem
+        # info, not warning: the planner reports it on the stage that is rebuilt because of it
+        logger.info("cache object %s is corrupt (%s); removed", digest, problem)
+        try:
+            remove_any(self.object_path(digest))
+        except OSError as exc:  # a read-only cache: it stays, and is never served
+            logger.debug("could not remove corrupt object %s: %s", digest, exc)
 
     def put_file(self, path: Path) -> str:
         """Store a regular file's bytes and return their digest.
@@ -101,6 +145,7 @@ class ContentStore(CacheLayout):
         except FileNotFoundError:
             raise CacheCorruptError(f"tree {tree_digest} is not in the cache") from None
         if hashlib.sha256(data).hexdigest() != tree_digest:
+            self._discard_corrupt(tree_digest, "the manifest does not match its digest")
             raise CacheCorruptError(f"tree {tree_digest}: manifest does not match its digest")
         return _tree.parse_manifest(data, tree_digest)
 
@@ -151,15 +196,21 @@ class ContentStore(CacheLayout):
             ) from None
 
     def _refresh_existing(self, digest: str) -> bool:
-        # Return whether the object exists, refreshing its mtime if old (see _REFRESH_AFTER_S).
+        # Return whether a sound copy of the object is stored, refreshing its mtime if old (see
+        # _REFRESH_AFTER_S). The stored copy is re-hashed in full, not trusted on its stat
+        # signature: this is the moment a rebuild (or --force) can replace a corrupt object.
         path = self.object_path(digest)
         try:
+            if sha256_file(path) != digest:
+                self._discard_corrupt(digest, "its bytes do not match its digest")
+                return False
             if time.time() - path.stat().st_mtime > _REFRESH_AFTER_S:
                 os.utime(path)
+                self.signatures.remember(path, digest)
         except FileNotFoundError:
             return False
         except PermissionError:
-            pass  # someone else's object in a shared cache; it exists, which is what matters
+            pass  # someone else's object in a shared cache; it is sound, which is what matters
         return True
 
     def adopt(self, tmp: Path, digest: str) -> None:
@@ -222,3 +273,5 @@ class ContentStore(CacheLayout):
         dest = self.object_path(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
+        self.signatures.remember(dest, digest)
+        self.corrupt.pop(digest, None)

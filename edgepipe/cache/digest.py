@@ -17,6 +17,7 @@ __all__ = [
     "sha256_file",
 ]
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -109,6 +110,7 @@ class StatCache:
         self.path = Path(root) / "statcache.sqlite"
         self._conn: sqlite3.Connection | None = None
         self._disabled = False
+        self._read_only = False
         self._mutex = threading.Lock()
 
     def digest(self, path: Path) -> str:
@@ -129,6 +131,32 @@ class StatCache:
             self._store(str(resolved), after, digest)
         return digest
 
+    def holds(self, path: Path, digest: str) -> bool:
+        """Return whether ``path`` (a cache object, not resolved) holds exactly ``digest``.
+
+        The bytes are re-hashed unless the file's stat signature is the one remembered when
+        they were last found to match, so a corrupted object is noticed as soon as its size,
+        mtime or inode moved. Raises FileNotFoundError if there is no such file.
+        """
+        key = str(path)
+        before = _signature(os.stat(path))
+        if self._lookup(key, before) == digest:
+            return True
+        actual = self._hash(path)
+        if actual == digest and _signature(os.stat(path)) == before:
+            self._store(key, before, digest)
+        return actual == digest
+
+    def remember(self, path: Path, digest: str) -> None:
+        """Record that ``path`` (a cache object just installed from bytes hashed to
+        ``digest``) holds ``digest`` at its current stat signature.
+
+        No racy-clean wait here: objects are read-only and never rewritten in place, so the
+        only way the remembered signature goes stale is a change that also moves it.
+        """
+        with contextlib.suppress(OSError):
+            self._store(str(path), _signature(os.stat(path)), digest)
+
     def close(self) -> None:
         """Close the database connection (it is reopened on the next ``digest``)."""
         with self._mutex:
@@ -148,6 +176,8 @@ class StatCache:
         return row[3]
 
     def _store(self, key: str, signature: tuple[int, int, str], digest: str) -> None:
+        if self._read_only:
+            return  # a shared cache mounted read-only: use what it remembers, add nothing
         statement = "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)"
         self._execute(statement, (key, *signature, digest))
 
@@ -170,15 +200,32 @@ class StatCache:
         if self._disabled:
             return None
         if self._conn is None:
+            if self.path.parent.is_dir() and not os.access(self.path.parent, os.W_OK):
+                return self._connect_read_only()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
+                # Losing the last entries in a power cut only costs re-hashing: no fsync per row.
+                conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(_SCHEMA)
             except sqlite3.Error:
                 conn.close()
                 raise
             self._conn = conn
+        return self._conn
+
+    def _connect_read_only(self) -> sqlite3.Connection | None:
+        # A read-only cache (e.g. a pre-populated CI cache mounted read-only): sqlite cannot
+        # create the WAL's shared-memory file there, so open the database as immutable.
+        import sqlite3
+
+        self._read_only = True
+        if not self.path.is_file():
+            self._disabled = True  # nothing remembered: every object is re-hashed
+            return None
+        uri = f"{self.path.as_uri()}?mode=ro&immutable=1"
+        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         return self._conn

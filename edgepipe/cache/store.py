@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from edgepipe.cache import maintenance
 from edgepipe.cache._layout import check_name, tmp_name
 from edgepipe.cache.actions import ActionCache
-from edgepipe.cache.digest import StatCache
 from edgepipe.cache.keys import default_cache_dir
 
 if TYPE_CHECKING:
@@ -36,16 +35,23 @@ class Cache(ActionCache):
         """
         chosen = default_cache_dir() if root is None else Path(root)
         super().__init__(Path(os.path.abspath(chosen.expanduser())))
-        self._stat_cache: StatCache | None = None
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r})"
 
     def file_digest(self, path: Path) -> str:
         """Return a file's sha256, re-hashing only when its size, mtime or inode changed."""
-        if self._stat_cache is None:
-            self._stat_cache = StatCache(self.root)
-        return self._stat_cache.digest(Path(path))
+        return self.signatures.digest(Path(path))
+
+    def writable(self) -> bool:
+        """Return whether this process can write to the cache (it may not exist yet).
+
+        A shared cache mounted read-only serves fully cached runs; it cannot take new builds.
+        """
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        return os.access(existing, os.W_OK)
 
     def lock(self, name: str, timeout: float = -1) -> FileLock:
         """Return an inter-process lock ``<root>/locks/<name>.lock``; use it as a context manager.
