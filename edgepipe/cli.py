@@ -226,18 +226,24 @@ app.add_typer(cache_app, name="cache")
 
 def main() -> None:
     """Entry point: every expected error becomes one message and an exit code."""
+    from edgepipe.processes import Interrupted, signals_stop_the_run
+
     try:
-        code = app(standalone_mode=False)
+        with signals_stop_the_run():
+            code = app(standalone_mode=False)
     except EdgepipeError as exc:
         err.print(f"[bold red]error[/]: {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("[red]interrupted[/]: finished stages stay cached")
+    except Interrupted as exc:
+        stopped = ", ".join(f"'{s}'" for s in exc.stopped)
+        what = f"stopped {stopped} and removed its temporary files; " if stopped else ""
+        err.print(f"[red]interrupted[/] ({exc}): {what}finished stages stay cached")
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C at a prompt into Abort
+        err.print("[red]interrupted[/]")
         sys.exit(ExitCode.INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(ExitCode.INTERRUPTED)
     except typer.TyperException as exc:  # bad command-line usage (typer's click exceptions)
         exc.show()
         sys.exit(ExitCode.USAGE)

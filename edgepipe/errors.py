@@ -17,6 +17,7 @@ __all__ = [
     "RecipeIssue",
     "StageError",
     "StageFailure",
+    "StageInterrupted",
     "summarize_exception",
 ]
 
@@ -36,7 +37,8 @@ class ExitCode(IntEnum):
     CACHE_CORRUPT = 5
     DRIFT = 6
     BUG = 70
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM (e.g. a CI runner cancelling the job)
 
 
 def summarize_exception(exc: BaseException, limit: int = 400) -> str:
@@ -97,6 +99,10 @@ class PreflightError(EdgepipeError):
 
 class StageError(EdgepipeError):
     """Raised by a stage for a failure the user can act on (model won't export, gate failed)."""
+
+
+class StageInterrupted(StageError):
+    """A stage's process was stopped because the run is being interrupted (SIGINT/SIGTERM)."""
 
 
 class StageFailure(EdgepipeError):

@@ -18,6 +18,7 @@ __all__ = [
 
 import importlib.util
 import multiprocessing
+import os
 import resource
 import traceback
 import warnings
@@ -25,7 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgepipe.errors import EdgepipeError, StageError, summarize_exception
+from edgepipe.errors import EdgepipeError, StageError, StageInterrupted, summarize_exception
+from edgepipe.processes import (
+    deferred,
+    enter_stage_process,
+    is_stopping,
+    kill_stage,
+    sigint_ignored,
+    track,
+    untrack,
+)
 
 # Only libraries whose import starts no Python thread: forking while another thread holds a
 # module's import lock deadlocks the child on that import. openvino and nncf start threads
@@ -79,27 +89,39 @@ def start_server(preload: list[str]) -> None:
     if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        with sigint_ignored():
+            forkserver.ensure_running()
 
 
 def run_isolated(payload: dict[str, Any], preload: list[str], error_log: Path) -> StageOutcome:
     """Run ``payload`` (stage type, spec, ids, paths, inputs) in a child; raise StageError on
-    failure, writing a library traceback to ``error_log``."""
+    failure, writing a library traceback to ``error_log``, or StageInterrupted if the run is
+    being stopped (see edgepipe.processes)."""
     context = _mp_context(preload)
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_child_main, args=(sender, payload), daemon=True)
-    child.start()
+    try:
+        with deferred():
+            child.start()
+            track(child.pid, payload["stage_id"])
+    except (OSError, EOFError):  # the forkserver is gone: killed with the run's group?
+        if is_stopping():
+            raise StageInterrupted(f"stage '{payload['stage_id']}' was stopped") from None
+        raise
     sender.close()
     try:
         message = receiver.recv() if receiver.poll(None) else None
     except EOFError:
         message = None
-    except BaseException:  # Ctrl-C: take the child down with us
-        child.terminate()
-        child.join()
+    except BaseException:  # never leave the stage running behind an unexpected error
+        kill_stage(child.pid)
         raise
-    child.join()
+    finally:
+        child.join()
+        untrack(child.pid)
     if message is None:
+        if is_stopping():
+            raise StageInterrupted(f"stage '{payload['stage_id']}' was stopped")
         raise StageError(_death_message(child.exitcode))
     return _outcome(message, error_log)
 
@@ -114,14 +136,20 @@ def preflight_isolated(
     child = context.Process(
         target=_preflight_main, args=(sender, checks, str(recipe_dir)), daemon=True
     )
-    child.start()
+    with deferred():
+        child.start()
+        track(child.pid, "")
     sender.close()
     try:
         result = receiver.recv()
     except EOFError:
         result = None
+    except BaseException:
+        kill_stage(child.pid)
+        raise
     finally:
         child.join()
+        untrack(child.pid)
     if result is None:
         raise StageError(f"the preflight process died ({_death_message(child.exitcode)})")
     if isinstance(result, str):
@@ -132,16 +160,16 @@ def preflight_isolated(
 def _preflight_main(sender, checks: list[dict[str, Any]], recipe_dir: str) -> None:
     from edgepipe.stages.base import get_stage
 
+    enter_stage_process()
     try:
         problems = []
         for check in checks:
             stage = get_stage(check["stage_type"])
             spec = stage.spec_class.model_validate(check["spec"])
             problems.append(stage.preflight(spec, Path(recipe_dir)))
-        sender.send(problems)
+        _send(sender, problems)
     except Exception as exc:  # a bug in a preflight: report it rather than hang the parent
-        sender.send(f"{type(exc).__name__}: {exc}")
-    sender.close()
+        _send(sender, f"{type(exc).__name__}: {exc}")
 
 
 def run_in_process(payload: dict[str, Any], error_log: Path) -> StageOutcome:
@@ -162,17 +190,25 @@ def _outcome(message: tuple, error_log: Path) -> StageOutcome:
 
 def _death_message(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
-        signal = -exitcode
-        hint = " — most likely out of memory (the kernel's OOM killer)" if signal == 9 else ""
-        return f"the stage's process was killed by signal {signal}{hint}"
+        signum = -exitcode
+        hint = " — most likely out of memory (the kernel's OOM killer)" if signum == 9 else ""
+        return f"the stage's process was killed by signal {signum}{hint}"
     return f"the stage's process exited with code {exitcode} without a result"
 
 
 def _child_main(sender, payload: dict[str, Any]) -> None:
     """In the child: run the stage, send back its meta or the error."""
-    _die_with_parent()
-    sender.send(_run_payload(payload))
-    sender.close()
+    enter_stage_process()
+    _send(sender, _run_payload(payload))
+
+
+def _send(sender, message: Any) -> None:
+    # The run went away (stopped, or killed): nobody is left to read the result or a traceback.
+    try:
+        sender.send(message)
+        sender.close()
+    except (BrokenPipeError, ConnectionResetError):
+        os._exit(1)
 
 
 def _run_payload(payload: dict[str, Any]) -> tuple:
@@ -206,18 +242,6 @@ def _run_payload(payload: dict[str, Any]) -> tuple:
         }
         message = ("crash", body, lines, _peak_rss())
     return (*message[:2], message[2][-_MAX_LOG_LINES:], message[3])
-
-
-def _die_with_parent() -> None:
-    """If the run is killed (kill -9 included), don't leave its stage computing alone: ask
-    Linux to signal us when our parent (the forkserver, which exits with the run) dies."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux/glibc: orphaned stages finish on their own
-        pass
 
 
 def _peak_rss() -> int:

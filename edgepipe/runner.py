@@ -4,33 +4,16 @@ from __future__ import annotations
 
 __all__ = ["RunObserver", "RunResult", "Runner", "StageResult"]
 
-import json
 import logging
 import os
-import shutil
 import time
-import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edgepipe.cache import ActionRecord, Cache, CacheCorruptError
 from edgepipe.cache.remote import RemoteCache, RemoteCacheError
-from edgepipe.errors import (
-    CacheError,
-    EdgepipeError,
-    PreflightError,
-    StageFailure,
-    summarize_exception,
-)
-from edgepipe.executor import (
-    StageOutcome,
-    preflight_isolated,
-    preload_for,
-    run_in_process,
-    run_isolated,
-    start_server,
-)
+from edgepipe.errors import CacheError, PreflightError, StageFailure, StageInterrupted
+from edgepipe.executor import preflight_isolated, preload_for, start_server
 from edgepipe.graph import PipelineGraph
 from edgepipe.planner import Planner, StagePlan, index_name
 from edgepipe.run_results import (
@@ -41,7 +24,7 @@ from edgepipe.run_results import (
     stage_warnings,
 )
 from edgepipe.scheduler import Demand, schedule
-from edgepipe.stages.base import ARTIFACT_FILE, Artifact
+from edgepipe.stage_build import StageBuilder, private_copy
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +53,7 @@ class Runner:
         # in-process stages share the process's fds and root logger, which output capture
         # redirects: two at once would swap each other's logs
         self.jobs = jobs if isolate else 1
-        self._preload: list[str] = []
-        # lockfile.recorded_settings: a stage rebuilt under its recorded key reproduces its choice
-        self.recorded = recorded or {}
+        self.builder = StageBuilder(graph, cache, out_dir, isolate, recorded or {})
 
     def preflight(self, plans: list[StagePlan]) -> None:
         """Check every stage that will run before any runs; one error lists all problems."""
@@ -102,21 +83,23 @@ class Runner:
             }
             for p in plans
         ]
-        return preflight_isolated(checks, base_dir, self._preload) if checks else []
+        return preflight_isolated(checks, base_dir, self.builder.preload) if checks else []
 
     def run(self, selected: list[str]) -> RunResult:
         """Run ``selected`` stages; raises :class:`StageFailure` if any failed (others kept)."""
         plans = self.planner.plan(selected)
         self._refuse_builds_in_read_only_cache(plans)
+        if self.cache.writable():  # what killed runs left behind goes before anything new
+            self.cache.reclaim_abandoned(self.out_dir)
         tools = {
             t
             for p in plans
             if p.status != "cached"
             for t in self.graph.stage(p.stage_id).tools_for(self.graph.spec(p.stage_id))
         }
-        self._preload = preload_for(tools)
-        if self.isolate and tools:
-            start_server(self._preload)  # its imports overlap with the preflight below
+        self.builder.preload = preload_for(tools)
+        if self.isolate and any(p.status == "run" for p in plans):
+            start_server(self.builder.preload)  # its imports overlap with the preflight below
         self.preflight(plans)
         known: dict[str, str] = {}
         for stage_id in self.graph.order(self._ancestors_of(selected)):
@@ -175,13 +158,15 @@ class Runner:
         started = time.perf_counter()
         try:
             record, built = self._reuse_or_build(plan)
+        except StageInterrupted as exc:  # the main thread reports the interruption
+            return StageResult(plan.stage_id, plan.stage_type, "skipped", message=str(exc))
         except Exception as exc:  # any stage failure is reported; only this stage is lost
             result = StageResult(
                 plan.stage_id,
                 plan.stage_type,
                 "failed",
                 time.perf_counter() - started,
-                self._failure_message(plan.stage_id, exc),
+                self.builder.failure_message(plan.stage_id, exc),
                 reasons=plan.reasons,
             )
             self.observer.stage_finished(result)
@@ -227,7 +212,7 @@ class Runner:
                 record = self.planner.find(plan.key)
                 if record is not None:
                     return record, False
-            record = self._build(plan)
+            record = self.builder.build(plan)
         self._push(record)
         return record, True
 
@@ -240,82 +225,8 @@ class Runner:
         except RemoteCacheError as exc:
             log.warning("could not push %s to the remote cache: %s", record.stage_id, exc)
 
-    def _build(self, plan: StagePlan) -> ActionRecord:
-        stage, spec = self.graph.stage(plan.stage_id), self.graph.spec(plan.stage_id)
-        workdir = self.cache.new_workdir(index_name(plan.stage_id))
-        out = workdir / "out"
-        out.mkdir()
-        started = time.perf_counter()
-        try:
-            outcome = self._run_stage_code(plan, out)
-            kind = stage.output_kind(spec)
-            (out / ARTIFACT_FILE).write_text(
-                json.dumps({"kind": kind.value, "meta": outcome.meta}, indent=2, sort_keys=True)
-            )
-            digest = self.cache.put_tree(out)
-            record = ActionRecord(
-                key=plan.key,
-                recipe=self.graph.recipe.name,
-                stage_id=plan.stage_id,
-                stage_type=spec.type,
-                key_document=plan.key_document,
-                output_digest=digest,
-                output_kind=kind.value,
-                output_size=self.cache.tree_size(digest),
-                log="\n".join(outcome.log_lines),
-                seconds=time.perf_counter() - started,
-                peak_rss_bytes=outcome.peak_rss_bytes,
-                created=datetime.now(UTC).isoformat(timespec="seconds"),
-            )
-            self.cache.put_action(record)
-            return record
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    def _run_stage_code(self, plan: StagePlan, out: Path) -> StageOutcome:
-        """Run the stage's code, in a child process unless isolation is off (debugging)."""
-        spec = self.graph.spec(plan.stage_id)
-        inputs = self._input_artifacts(spec, plan.key_document["inputs"])
-        payload = {
-            "stage_type": spec.type,
-            "spec": spec.model_dump(mode="json", exclude_unset=True),
-            "stage_id": plan.stage_id,
-            "recipe_dir": str(self.graph.recipe.base_dir),
-            "out_dir": str(out),
-            "inputs": inputs,
-        }
-        recorded = self.recorded.get(plan.stage_id)
-        if recorded and recorded.get("key") == plan.key:
-            payload["recorded"] = recorded
-        error_log = self.out_dir / f"{plan.stage_id}.error.log"
-        if self.isolate:
-            return run_isolated(payload, self._preload, error_log)
-        return run_in_process(payload, error_log)
-
-    def _input_artifacts(self, spec, digests: list[str]) -> list[Artifact]:
-        return [
-            Artifact.read(self.out_dir / up, up, digest)
-            for up, digest in zip(spec.input_ids(), digests, strict=True)
-        ]
-
-    def _failure_message(self, stage_id: str, exc: Exception) -> str:
-        if isinstance(exc, EdgepipeError):
-            return str(exc)
-        # A library error (torch, onnx…) is usually about the model, not a bug in edgepipe:
-        # show its first line and keep the traceback in a log file next to the outputs.
-        log_file = self.out_dir / f"{stage_id}.error.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        log_file.write_text("".join(traceback.format_exception(exc)))
-        return f"{summarize_exception(exc)} (traceback: {log_file})"
-
     def _materialize(self, stage_id: str, digest: str) -> None:
-        self.cache.materialize_tree(digest, self.out_dir / stage_id, copy_if=_private_copy)
-
-
-def _private_copy(path: str) -> bool:
-    """ONNX external-data files must be copies: onnx and ONNX Runtime refuse a weights file with
-    several hard links (a guard against hard-link attacks), so it cannot share the cache's."""
-    return path.endswith(".data")
+        self.cache.materialize_tree(digest, self.out_dir / stage_id, copy_if=private_copy)
 
 
 def _memory_budget_gb() -> float:

@@ -14,17 +14,24 @@ from __future__ import annotations
 
 __all__ = [
     "CacheLayout",
+    "abandoned",
+    "host_id",
     "check_name",
     "owner_pid",
     "pid_alive",
     "random_token",
+    "reclaim_abandoned",
     "remove_any",
     "tmp_name",
 ]
 
+import functools
+import hashlib
+import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -35,8 +42,10 @@ if TYPE_CHECKING:
 
     from filelock import FileLock
 
+_logger = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
-_TMP_NAME_RE = re.compile(r".+-(?P<pid>\d+)-[0-9a-f]{16}")
+# <kind>-<pid>@<host>-<random>; names from before the host part was added have no "@<host>"
+_TMP_NAME_RE = re.compile(r".+-(?P<pid>\d+)(@(?P<host>[0-9a-f]{8}))?-[0-9a-f]{16}")
 
 
 def check_name(value: str, what: str) -> str:
@@ -56,14 +65,64 @@ def random_token() -> str:
 
 
 def tmp_name(kind: str) -> str:
-    """Return a unique temporary name that records the creating process id (see gc)."""
-    return f"{kind}-{os.getpid()}-{random_token()}"
+    """Return a unique temporary name that records its creator (process id and host, see
+    :func:`abandoned`)."""
+    return f"{kind}-{os.getpid()}@{host_id()}-{random_token()}"
 
 
 def owner_pid(name: str) -> int | None:
     """Return the process id recorded in a name made by :func:`tmp_name`, if any."""
     match = _TMP_NAME_RE.fullmatch(name)
     return int(match["pid"]) if match else None
+
+
+def abandoned(name: str) -> bool:
+    """Whether a :func:`tmp_name` entry was made on this machine by a process that is gone.
+
+    Such an entry is a leftover of a killed run and can go at once, whatever its age. An
+    entry from another host (a cache on a shared disk) or another pid namespace (containers
+    sharing a cache) cannot be judged by its pid: it is left to gc's age rule.
+    """
+    match = _TMP_NAME_RE.fullmatch(name)
+    if match is None or match["host"] != host_id():
+        return False
+    return not pid_alive(int(match["pid"]))
+
+
+def reclaim_abandoned(folder: Path, marker: str = "") -> int:
+    """Remove the temporary entries in ``folder`` left by killed processes of this machine.
+
+    Run at the start of every run (on the cache's tmp/ and on the output folder, whose
+    ``<stage>.tmp-…``/``.old-…`` entries are materialisations in progress), so what a
+    killed run left never piles up. ``marker`` limits it to names containing it. Returns
+    how many entries were removed.
+    """
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        if marker in name and abandoned(name):
+            try:
+                remove_any(folder / name)
+            except OSError as exc:  # e.g. read-only: the next writable run or gc gets it
+                _logger.debug("could not remove %s: %s", folder / name, exc)
+                continue
+            removed += 1
+    return removed
+
+
+@functools.cache
+def host_id() -> str:
+    """8 hex characters naming this boot of this machine and this pid namespace."""
+    parts = [socket.gethostname()]
+    try:  # Linux: a reboot recycles pids, and each container has its own pid namespace
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text())
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from edgepipe.cache._layout import random_token, remove_any
+from edgepipe.cache._layout import remove_any, tmp_name
 from edgepipe.cache.models import CacheCorruptError, ManifestEntry
 
 _SWAP_ATTEMPTS = 5
@@ -83,7 +83,7 @@ def parse_manifest(data: bytes, tree_digest: str) -> list[ManifestEntry]:
 def _move_aside(dest: Path) -> Path | None:
     if not os.path.lexists(dest):
         return None
-    old = dest.with_name(f"{dest.name}.old-{random_token()}")
+    old = dest.with_name(f"{dest.name}.{tmp_name('old')}")
     try:
         os.rename(dest, old)
     except FileNotFoundError:

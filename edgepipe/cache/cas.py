@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgepipe.cache import _tree
-from edgepipe.cache._layout import CacheLayout, random_token, remove_any
+from edgepipe.cache._layout import CacheLayout, remove_any, tmp_name
 from edgepipe.cache.digest import StatCache, check_digest, copy_hashing, sha256_file
 from edgepipe.cache.keys import canonical_json
 from edgepipe.cache.models import CacheCorruptError, ManifestEntry
@@ -171,7 +171,7 @@ class ContentStore(CacheLayout):
         if not target.name:
             raise ValueError(f"cannot materialise a tree over {dest}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f"{target.name}.tmp-{random_token()}")
+        staging = target.with_name(f"{target.name}.{tmp_name('tmp')}")
         staging.mkdir()
         try:
             for entry in entries:

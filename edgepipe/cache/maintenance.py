@@ -8,7 +8,14 @@ find its output gone; the runner then sees a CacheCorruptError and runs the stag
 
 from __future__ import annotations
 
-__all__ = ["OBJECT_GRACE_S", "TMP_MAX_AGE_S", "clear", "gc", "info", "verify"]
+__all__ = [
+    "OBJECT_GRACE_S",
+    "TMP_MAX_AGE_S",
+    "clear",
+    "gc",
+    "info",
+    "verify",
+]
 
 import logging
 import os
@@ -20,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgepipe.cache._layout import owner_pid, pid_alive, remove_any
+from edgepipe.cache._layout import abandoned, owner_pid, pid_alive, remove_any
 from edgepipe.cache.actions import ActionCache
 from edgepipe.cache.digest import is_digest, sha256_file
 from edgepipe.cache.models import ActionRecord, CacheCorruptError
@@ -226,11 +233,12 @@ def _clean_tmp(cache: ActionCache, now: float) -> tuple[int, int]:
     if not cache.tmp_dir.is_dir():
         return 0, 0
     for entry in cache.tmp_dir.iterdir():
+        dead_here = abandoned(entry.name)
         pid = owner_pid(entry.name)
-        if pid is not None and pid_alive(pid):
+        if not dead_here and pid is not None and pid_alive(pid):
             continue  # its process may still be writing, however long that takes
         newest, size = _walk_stats(entry)
-        if now - newest > TMP_MAX_AGE_S:
+        if dead_here or now - newest > TMP_MAX_AGE_S:
             remove_any(entry)
             removed += 1
             freed += size

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgepipe.cache import maintenance
-from edgepipe.cache._layout import check_name, tmp_name
+from edgepipe.cache._layout import check_name, reclaim_abandoned, tmp_name
 from edgepipe.cache.actions import ActionCache
 from edgepipe.cache.keys import default_cache_dir
 
@@ -78,6 +78,14 @@ class Cache(ActionCache):
         path = self.tmp_dir / tmp_name(prefix)
         path.mkdir()
         return path
+
+    def reclaim_abandoned(self, out_dir: Path | None = None) -> int:
+        """Remove what killed runs on this machine left in tmp/ (and, if given, the temporary
+        ``<stage>.tmp-…`` folders of ``out_dir``); return how many entries went."""
+        removed = reclaim_abandoned(self.tmp_dir)
+        if out_dir is not None:
+            removed += reclaim_abandoned(Path(out_dir), marker=".")
+        return removed
 
     def info(self) -> dict[str, Any]:
         """Return ``root``, ``objects``, ``object_bytes``, ``actions`` and ``tmp_entries``."""
