@@ -76,6 +76,20 @@ class Workspace:
         )
 
 
+def vit_chain_recipe(name: str, opset: int = 18, last: str = "ir") -> str:
+    """A recipe over timm's tiny ``test_vit`` (1.5 MB per artifact): load → onnx → simple → ir,
+    cut after ``last``."""
+    stages = {
+        "model": "type: load\n    source: timm\n    name: test_vit\n    pretrained: false",
+        "onnx": f"type: export\n    input: model\n    opset: {opset}",
+        "simple": "type: simplify\n    input: onnx",
+        "ir": "type: convert-openvino\n    input: simple",
+    }
+    chosen = list(stages)[: list(stages).index(last) + 1]
+    body = "".join(f"  {sid}:\n    {stages[sid]}\n" for sid in chosen)
+    return f"version: 1\nname: {name}\nstages:\n{body}"
+
+
 def outcomes(stderr: str) -> dict[str, str]:
     """stage id → built/cached/failed/skipped, from a run's progress lines."""
     found = {}

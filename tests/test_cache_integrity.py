@@ -15,7 +15,7 @@ import pytest
 
 from edgepipe.cache import ActionRecord, Cache
 from edgepipe.cache.digest import StatCache, sha256_file
-from tests.conftest import outcomes
+from tests.conftest import outcomes, vit_chain_recipe
 
 
 def flip_byte(path: Path, offset: int = -1) -> None:
@@ -126,21 +126,7 @@ def test_a_corrupt_manifest_is_replaced_by_the_next_store(cache: Cache, tmp_path
     assert cache.verify() == []
 
 
-RECIPE = """
-version: 1
-name: heal
-stages:
-  model:
-    type: load
-    source: timm
-    name: test_vit
-    pretrained: false
-  onnx:
-    type: export
-    input: model
-    exporter: torchscript
-    opset: 17
-"""
+RECIPE = vit_chain_recipe("heal", last="onnx")
 
 
 def digest_of(folder: Path) -> str:

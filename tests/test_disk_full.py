@@ -11,30 +11,11 @@ import subprocess
 
 import pytest
 
-from tests.conftest import outcomes
+from tests.conftest import outcomes, vit_chain_recipe
 
 pytestmark = pytest.mark.slow
 
-RECIPE = """
-version: 1
-name: full
-stages:
-  model:
-    type: load
-    source: timm
-    name: test_vit
-    pretrained: false
-  onnx:
-    type: export
-    input: model
-    opset: 18
-  simple:
-    type: simplify
-    input: onnx
-  ir:
-    type: convert-openvino
-    input: simple
-"""
+RECIPE = vit_chain_recipe("full")
 
 
 @pytest.fixture

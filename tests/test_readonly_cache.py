@@ -9,24 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import outcomes
+from tests.conftest import outcomes, vit_chain_recipe
 
 pytestmark = pytest.mark.slow
-
-RECIPE = """
-version: 1
-name: shared
-stages:
-  model:
-    type: load
-    source: timm
-    name: test_vit
-    pretrained: false
-  onnx:
-    type: export
-    input: model
-    opset: {opset}
-"""
 
 
 @contextlib.contextmanager
@@ -54,7 +39,7 @@ def read_only(folder: Path):
 
 
 def test_a_fully_cached_run_is_served_from_a_read_only_cache(workspace):
-    recipe = workspace.recipe(RECIPE.format(opset=17))
+    recipe = workspace.recipe(vit_chain_recipe("shared", opset=17, last="onnx"))
     assert workspace.cli("run", str(recipe)).returncode == 0
     with read_only(workspace.cache):
         for attempt in range(2):
@@ -65,7 +50,7 @@ def test_a_fully_cached_run_is_served_from_a_read_only_cache(workspace):
             assert (workspace.out / "onnx" / "model.onnx").is_file()
             assert "Traceback" not in cached.stderr and "warning" not in cached.stderr.lower()
 
-        recipe.write_text(RECIPE.format(opset=18))
+        recipe.write_text(vit_chain_recipe("shared", opset=18, last="onnx"))
         build = workspace.cli("run", str(recipe))
         assert build.returncode == 5, build.stderr
         assert "Traceback" not in build.stderr
