@@ -18,6 +18,7 @@ from edgepipe.recipe import Recipe, did_you_mean
 from edgepipe.stages.base import ArtifactKind, Stage, StageSpec, get_stage
 
 _TORCH = ArtifactKind.TORCH_MODEL
+_REPORT = ArtifactKind.REPORT
 
 
 class PipelineGraph:
@@ -179,17 +180,42 @@ class PipelineGraph:
         issues = []
         for stage_id in self.order():
             stage, spec = self.stage(stage_id), self.spec(stage_id)
+            found = len(issues)
             for field, index, upstream in spec.input_slots():
                 produced = self.stage(upstream).output_kind(self.spec(upstream))
                 accepted = stage.accepted_kinds(field, spec)
                 if accepted and produced not in accepted:
                     wanted = " or ".join(k.value for k in accepted)
                     msg = (
-                        f"a '{spec.type}' stage takes {_a(wanted)} as input, but '{upstream}' "
-                        f"produces {_a(produced.value)}"
+                        f"{_a(repr(spec.type))} stage takes {_a(wanted)} as input, but "
+                        f"'{upstream}' produces {_a(produced.value)}"
                     )
                     line = self._slot_line(stage_id, field, index)
                     issues.append(RecipeIssue(msg, line, stage_id, field))
+            if len(issues) == found:  # each input is of a kind it takes: are they enough?
+                issues += self._check_not_only_reports(stage_id)
+        return issues
+
+    def _check_not_only_reports(self, stage_id: str) -> list[RecipeIssue]:
+        """A field that takes reports *beside* other kinds (a benchmark's parity verdicts) uses
+        them to annotate those artifacts: reports alone leave it nothing to work on."""
+        stage, spec = self.stage(stage_id), self.spec(stage_id)
+        issues = []
+        for field in spec.input_fields:
+            accepted = stage.accepted_kinds(field, spec)
+            upstreams = [up for name, _, up in spec.input_slots() if name == field]
+            if _REPORT not in accepted or len(accepted) < 2 or not upstreams:
+                continue
+            if all(self.stage(up).output_kind(self.spec(up)) == _REPORT for up in upstreams):
+                wanted = " or ".join(k.value for k in accepted if k != _REPORT)
+                names = ", ".join(f"'{up}'" for up in upstreams)
+                verb = "produces" if len(upstreams) == 1 else "produce"
+                msg = (
+                    f"{_a(repr(spec.type))} stage needs {_a(wanted)} among its {field}: {names} "
+                    f"{verb} only reports, which annotate the other inputs but are not run"
+                )
+                line = self.recipe.line_of("stages", stage_id, field)
+                issues.append(RecipeIssue(msg, line, stage_id, field))
         return issues
 
 
@@ -205,4 +231,4 @@ def _reachable(edges: dict[str, set[str]], start: str) -> set[str]:
 
 
 def _a(noun: str) -> str:
-    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+    return f"an {noun}" if noun.lstrip("'")[:1] in "aeiou" else f"a {noun}"

@@ -15,11 +15,19 @@ import re
 from typing import Any
 
 from edgepipe.errors import RecipeError, RecipeIssue
+from edgepipe.recipe_limits import (
+    MAX_EXPANDED_ID_LENGTH,
+    MAX_EXPANDED_STAGES,
+    MAX_MATRIX_VALUES,
+    MAX_YAML_NODES,
+)
+from edgepipe.recipe_names import expanded_id_too_long
 from edgepipe.yaml_lines import LineMap
 
 _REF = re.compile(r"\$\{(\w+)\}")
 _VALUE = re.compile(r"[A-Za-z0-9_.=-]+")
 _INPUT_KEYS = ("input", "inputs", "reference")
+_SATURATED = 10**12  # stage counts above this are reported as "more than"
 
 
 def expand_matrix(data: dict[str, Any], lines: LineMap, path) -> dict[str, Any]:
@@ -28,11 +36,14 @@ def expand_matrix(data: dict[str, Any], lines: LineMap, path) -> dict[str, Any]:
     if not isinstance(stages, dict):
         return data
     _refuse_written_brackets(stages, lines, path)
+    _refuse_too_many_stages(len(stages), "", lines.line_of(("stages",)), path)
     matrix = data.get("matrix")
     if not matrix:
+        _refuse_references_without_matrix(stages, lines, path)
         return data
     axes = _checked_axes(matrix, lines, path)
     varies = _axes_of_stages(stages, axes, lines, path)
+    _check_expansion_size(stages, axes, varies, lines, path)  # before making anything
     expanded: dict[str, Any] = {}
     for stage_id, spec in stages.items():
         for cell in _cells(varies[stage_id], axes):
@@ -54,6 +65,28 @@ def _refuse_written_brackets(stages: dict, lines: LineMap, path) -> None:
             )
 
 
+def _refuse_references_without_matrix(stages: dict, lines: LineMap, path) -> None:
+    for stage_id, spec in stages.items():
+        names = _references(spec)
+        if names:
+            msg = (
+                f"${{{names[0]}}} refers to a matrix axis, but the recipe has no `matrix:`; "
+                f"add `matrix: {{{names[0]}: [...]}}` or write the value itself"
+            )
+            line = lines.line_of(("stages", stage_id))
+            raise RecipeError(path, [RecipeIssue(msg, line, str(stage_id))])
+
+
+def _refuse_too_many_stages(count: int, detail: str, line: int | None, path) -> None:
+    if count > MAX_EXPANDED_STAGES:
+        amount = f"more than {_SATURATED:,}" if count >= _SATURATED else f"{count:,}"
+        msg = (
+            f"the recipe would have {amount} stages{detail}; at most {MAX_EXPANDED_STAGES:,} "
+            "are allowed (each is validated, planned and cached on its own)"
+        )
+        raise RecipeError(path, [RecipeIssue(msg, line, field="matrix" if detail else None)])
+
+
 def _checked_axes(matrix: Any, lines: LineMap, path) -> dict[str, list]:
     problems = []
     if not isinstance(matrix, dict):
@@ -66,24 +99,79 @@ def _checked_axes(matrix: Any, lines: LineMap, path) -> dict[str, list]:
         )
     else:
         for axis, values in matrix.items():
-            if (
-                not isinstance(values, list)
-                or not values
-                or not all(
-                    isinstance(v, str | int | float) and _VALUE.fullmatch(str(v)) for v in values
-                )
-            ):
-                problems.append(
-                    RecipeIssue(
-                        f"axis '{axis}' needs a non-empty list of plain values (letters, digits, "
-                        "'_', '.', '=', '-')",
-                        lines.line_of(("matrix", axis)),
-                        field=f"matrix.{axis}",
-                    )
-                )
+            problem = _axis_problem(axis, values)
+            if problem:
+                line = lines.line_of(("matrix", axis))
+                problems.append(RecipeIssue(problem, line, field=f"matrix.{axis}"))
     if problems:
         raise RecipeError(path, problems)
     return matrix
+
+
+def _axis_problem(axis: Any, values: Any) -> str | None:
+    if not isinstance(values, list) or not values or not all(_plain(v) for v in values):
+        return (
+            f"axis '{axis}' needs a non-empty list of plain values (letters, digits, "
+            "'_', '.', '=', '-'; true/false must be quoted)"
+        )
+    if len(values) > MAX_MATRIX_VALUES:
+        return f"axis '{axis}' has {len(values)} values; at most {MAX_MATRIX_VALUES} are allowed"
+    texts = [str(v) for v in values]
+    twice = next((t for i, t in enumerate(texts) if t in texts[:i]), None)
+    if twice is not None:  # two cells would get the same id
+        return f"axis '{axis}' lists the value '{twice}' twice"
+    return None
+
+
+def _plain(value: Any) -> bool:
+    # a boolean would be True/False in ids, not what was written
+    ok = isinstance(value, str | int | float) and not isinstance(value, bool)
+    return ok and _VALUE.fullmatch(str(value)) is not None
+
+
+def _check_expansion_size(stages: dict, axes: dict, varies: dict, lines: LineMap, path) -> None:
+    """Refuse, from the axes' sizes alone, a matrix too big to expand."""
+    if not stages:
+        return
+    cells = {sid: _capped_product(len(axes[a]) for a in varies[sid]) for sid in stages}
+    biggest = max(stages, key=lambda sid: cells[sid])
+    product = " × ".join(f"{a}: {len(axes[a])} values" for a in varies[biggest][:4])
+    product += " × …" if len(varies[biggest]) > 4 else ""
+    detail = f" ('{biggest}' alone repeats for {product})"
+    total = min(sum(cells.values()), _SATURATED)
+    _refuse_too_many_stages(total, detail, lines.line_of(("matrix",)), path)
+    for sid in stages:  # the longest id a cell can have: the longest value on each axis
+        longest = {a: max(axes[a], key=lambda v: len(str(v))) for a in varies[sid]}
+        example = _cell_id(sid, longest)
+        if len(example) > MAX_EXPANDED_ID_LENGTH:
+            msg = expanded_id_too_long(sid, example)
+            raise RecipeError(path, [RecipeIssue(msg, lines.line_of(("stages", sid)), sid)])
+    # every cell copies its spec, and "id[*]" becomes every cell of id: bound the result too
+    values = sum(cells[sid] * _expanded_size(spec, cells) for sid, spec in stages.items())
+    if values > MAX_YAML_NODES:
+        msg = (
+            f"the matrix expands the stages to {values:,} values; at most {MAX_YAML_NODES:,} "
+            "are allowed: use fewer values per axis"
+        )
+        raise RecipeError(path, [RecipeIssue(msg, lines.line_of(("matrix",)), field="matrix")])
+
+
+def _capped_product(sizes) -> int:
+    """The product, stopping at _SATURATED: thousands of axes would make a huge number."""
+    product = 1
+    for size in sizes:
+        product = min(product * size, _SATURATED)
+    return product
+
+
+def _expanded_size(value: Any, cells: dict) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_expanded_size(v, cells) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_expanded_size(v, cells) for v in value)
+    if isinstance(value, str) and value.endswith("[*]"):
+        return max(1, cells.get(value[:-3], 1))
+    return 1
 
 
 def _axes_of_stages(stages: dict, axes: dict, lines: LineMap, path) -> dict[str, list[str]]:
@@ -91,26 +179,24 @@ def _axes_of_stages(stages: dict, axes: dict, lines: LineMap, path) -> dict[str,
     for sid, names in own.items():
         unknown = sorted(names - set(axes))
         if unknown:
-            raise RecipeError(
-                path,
-                [
-                    RecipeIssue(
-                        f"${{{unknown[0]}}} is not a matrix axis (axes: {', '.join(axes)})",
-                        lines.line_of(("stages", sid)),
-                        sid,
-                    )
-                ],
-            )
+            known = ", ".join(map(str, axes))
+            msg = f"${{{unknown[0]}}} is not a matrix axis (axes: {known})"
+            raise RecipeError(path, [RecipeIssue(msg, lines.line_of(("stages", sid)), sid)])
     varies = {sid: set(names) for sid, names in own.items()}
-    changed = True
-    while changed:  # inherit axes from inputs until nothing changes (cycles are caught later)
-        changed = False
-        for sid, spec in stages.items():
-            for upstream in _upstreams(spec):
-                inherited = varies.get(upstream, set()) - varies[sid]
-                if inherited and not upstream.endswith("[*]"):
-                    varies[sid] |= inherited
-                    changed = True
+    downstream: dict[str, list[str]] = {sid: [] for sid in stages}
+    for sid, spec in stages.items():
+        for upstream in _upstreams(spec):
+            if upstream in downstream:  # not "id[*]", which collects rather than inherits
+                downstream[upstream].append(sid)
+    # inherit axes from inputs: a stage whose axes grew passes them on (cycles are caught
+    # later); each stage gains each axis at most once, so this ends after edges × axes steps
+    pending = list(stages)
+    while pending:
+        upstream = pending.pop()
+        for sid in downstream[upstream]:
+            if not varies[upstream] <= varies[sid]:
+                varies[sid] |= varies[upstream]
+                pending.append(sid)
     return {sid: [a for a in axes if a in names] for sid, names in varies.items()}
 
 

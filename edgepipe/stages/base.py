@@ -35,6 +35,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgepipe.strict_fields import FieldError, StrictScalars
+
 ARTIFACT_FILE = "artifact.json"
 
 
@@ -46,14 +48,6 @@ class ArtifactKind(StrEnum):
     OPENVINO_IR = "openvino-ir"
     TORCHSCRIPT = "torchscript"
     REPORT = "report"
-
-
-class FieldError(ValueError):
-    """Raised by a spec's cross-field check to point the error at one field."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(message)
 
 
 class Resources(BaseModel):
@@ -73,8 +67,9 @@ class Resources(BaseModel):
     )
 
 
-class StageSpec(BaseModel):
-    """Fields common to every stage spec."""
+class StageSpec(StrictScalars):
+    """Fields common to every stage spec; ``true`` is not 1 and ``"3"`` is not 3 (see
+    :mod:`edgepipe.strict_fields`), in nested settings too."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False)
 
