@@ -97,16 +97,38 @@ def run_isolated(payload: dict[str, Any], preload: list[str], error_log: Path) -
     """Run ``payload`` (stage type, spec, ids, paths, inputs) in a child; raise StageError on
     failure, writing a library traceback to ``error_log``, or StageInterrupted if the run is
     being stopped (see edgepipe.processes)."""
+    message, exitcode = _in_child(_child_main, (payload,), payload["stage_id"], preload)
+    if message is None:
+        raise StageError(_death_message(exitcode))
+    return _outcome(message, error_log)
+
+
+def preflight_isolated(
+    checks: list[dict[str, Any]], recipe_dir: Path, preload: list[str]
+) -> list[list[str]]:
+    """Run stages' preflight checks in one forked child, where torch/timm are already imported
+    (checking a timm name or hub weights would otherwise import timm in this process too)."""
+    result, exitcode = _in_child(_preflight_main, (checks, str(recipe_dir)), "", preload)
+    if result is None:
+        raise StageError(f"the preflight process died ({_death_message(exitcode)})")
+    if isinstance(result, str):
+        raise StageError(f"preflight failed: {result}")
+    return result
+
+
+def _in_child(target, args: tuple, stage_id: str, preload: list[str]) -> tuple[Any, int | None]:
+    """Run ``target(sender, *args)`` in a forked child that a signal can stop; return what it
+    sent (None if it died first) and its exit code. ``stage_id`` is "" for the preflight."""
     context = _mp_context(preload)
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child_main, args=(sender, payload), daemon=True)
+    child = context.Process(target=target, args=(sender, *args), daemon=True)
     try:
-        with deferred():
+        with deferred():  # a signal now would leave the child running, untracked
             child.start()
-            track(child.pid, payload["stage_id"])
+            track(child.pid, stage_id)
     except (OSError, EOFError):  # the forkserver is gone: killed with the run's group?
         if is_stopping():
-            raise StageInterrupted(f"stage '{payload['stage_id']}' was stopped") from None
+            raise StageInterrupted(f"stage '{stage_id}' was stopped") from None
         raise
     sender.close()
     try:
@@ -119,42 +141,9 @@ def run_isolated(payload: dict[str, Any], preload: list[str], error_log: Path) -
     finally:
         child.join()
         untrack(child.pid)
-    if message is None:
-        if is_stopping():
-            raise StageInterrupted(f"stage '{payload['stage_id']}' was stopped")
-        raise StageError(_death_message(child.exitcode))
-    return _outcome(message, error_log)
-
-
-def preflight_isolated(
-    checks: list[dict[str, Any]], recipe_dir: Path, preload: list[str]
-) -> list[list[str]]:
-    """Run stages' preflight checks in one forked child, where torch/timm are already imported
-    (checking a timm name or hub weights would otherwise import timm in this process too)."""
-    context = _mp_context(preload)
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_preflight_main, args=(sender, checks, str(recipe_dir)), daemon=True
-    )
-    with deferred():
-        child.start()
-        track(child.pid, "")
-    sender.close()
-    try:
-        result = receiver.recv()
-    except EOFError:
-        result = None
-    except BaseException:
-        kill_stage(child.pid)
-        raise
-    finally:
-        child.join()
-        untrack(child.pid)
-    if result is None:
-        raise StageError(f"the preflight process died ({_death_message(child.exitcode)})")
-    if isinstance(result, str):
-        raise StageError(f"preflight failed: {result}")
-    return result
+    if message is None and is_stopping():
+        raise StageInterrupted(f"stage '{stage_id}' was stopped" if stage_id else "stopped")
+    return message, child.exitcode
 
 
 def _preflight_main(sender, checks: list[dict[str, Any]], recipe_dir: str) -> None:
