@@ -375,7 +375,7 @@ def cosine(a, b) -> float:
 def test_fp16_engine_matches_onnxruntime_cpu(tmp_path, fields):
     import onnxruntime as ort
 
-    from edgepipe.stages._cuda_io import GpuOnnxCandidate
+    from edgepipe.stages.inference import GpuOnnxCandidate
 
     artifact, model = build(tmp_path, **fields)
     assert artifact.meta["precision"] == "fp16" and any(
@@ -407,7 +407,7 @@ def test_io_binding_run_on_the_gpu(tmp_path):
 @needs_gpu
 def test_native_plan_runs_through_its_ep_context_wrapper(tmp_path):
     pytest.importorskip("tensorrt", reason="engine: native needs the tensorrt Python package")
-    from edgepipe.stages._cuda_io import GpuOnnxCandidate
+    from edgepipe.stages.inference import GpuOnnxCandidate
 
     artifact, _ = build(tmp_path, engine="native")
     assert (tmp_path / "out/model.plan").stat().st_size > 0

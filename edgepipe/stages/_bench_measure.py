@@ -160,9 +160,7 @@ def _environment(spec, artifacts: list[Artifact]) -> dict[str, Any]:
 
 def _uses_gpu(spec, artifacts: list[Artifact]) -> bool:
     """A GPU execution provider asked for, or a TensorRT artifact (it runs on its GPU)."""
-    from edgepipe.stages.benchmark import uses_gpu
-
-    return uses_gpu(spec) or any(a.meta.get("execution_provider") for a in artifacts)
+    return spec.needs_gpu() or any(a.meta.get("execution_provider") for a in artifacts)
 
 
 def _fixed_batch(artifact: Artifact) -> int | None:

@@ -7,7 +7,6 @@ downscale factor, 22-bit fixed-point taps, each pass rounded to 8 bits, horizont
 from __future__ import annotations
 
 __all__ = [
-    "GpuOnnxCandidate",
     "IoBindingRunner",
     "TimmPreprocessor",
     "build_engines",
@@ -24,7 +23,6 @@ from typing import Any
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.gpu import preload_libraries
-from edgepipe.stages.inference import OnnxCandidate
 from edgepipe.stages.onnx_io import MODEL_FILE
 from edgepipe.stages.preprocess_graph import Preprocessing
 
@@ -247,15 +245,6 @@ def wrap_plan(plan: Path, model: Path, meta: dict[str, Any]) -> None:
     graph = helper.make_graph([node], "trt_engine_wrapper", ins, outs)
     wrapper = helper.make_model(graph, opset_imports=ops, ir_version=source.ir_version)
     onnx.save(wrapper, str(plan.parent / "model_ctx.onnx"))
-
-
-class GpuOnnxCandidate(OnnxCandidate):
-    """A TensorRT/CUDA artifact for verification stages (parity, evaluate): its prebuilt
-    engines through TensorRT, the remaining nodes on CUDA."""
-
-    def _open_session(self, artifact: Any) -> Any:
-        session, self._keepalive = open_gpu_session(artifact.path, artifact.meta, None)
-        return session
 
 
 class IoBindingRunner:

@@ -108,15 +108,15 @@ class BenchmarkSpec(MultiInputSpec):
         default=0.10, ge=0, description=("Allowed p50 slowdown vs the baseline (fraction).")
     )
 
+    def needs_gpu(self) -> bool:
+        """Whether ONNX Runtime is asked for a GPU execution provider."""
+        return any(p != "CPUExecutionProvider" for p in self.onnxruntime_providers)
+
     def file_fields(self) -> dict[str, Path]:
         return {"baseline": self.baseline} if self.baseline else {}
 
     def dir_fields(self) -> dict[str, Path]:
         return {"images": self.images} if self.images else {}
-
-
-def uses_gpu(spec: BenchmarkSpec) -> bool:
-    return any(p != "CPUExecutionProvider" for p in spec.onnxruntime_providers)
 
 
 @register_stage
@@ -135,7 +135,7 @@ class BenchmarkStage(Stage):
 
     def tools_for(self, spec: BenchmarkSpec) -> tuple[str, ...]:
         # on a CUDA machine ONNX Runtime is the onnxruntime-gpu distribution
-        return (*self.tools, "onnxruntime-gpu") if uses_gpu(spec) else self.tools
+        return (*self.tools, "onnxruntime-gpu") if spec.needs_gpu() else self.tools
 
     def preflight(self, spec: BenchmarkSpec, recipe_dir: Path) -> list[str]:
         problems = super().preflight(spec, recipe_dir)
@@ -151,7 +151,7 @@ class BenchmarkStage(Stage):
 
         # timings belong to a machine, and the table is labelled with the stage ids
         extra = {"machine": machine_fingerprint(), "labels": list(spec.inputs)}
-        if uses_gpu(spec):
+        if spec.needs_gpu():
             from edgepipe.gpu import gpu_fingerprint
 
             extra["gpu"] = gpu_fingerprint()

@@ -120,8 +120,6 @@ def candidate_kinds() -> tuple[ArtifactKind, ...]:
 def open_candidate(artifact: Artifact) -> Candidate:
     """The runtime for an artifact, by its kind."""
     if artifact.meta.get("execution_provider") == "TensorrtExecutionProvider":
-        from edgepipe.stages._cuda_io import GpuOnnxCandidate
-
         return GpuOnnxCandidate(artifact)
     if artifact.kind not in _CANDIDATES:
         raise StageError(f"cannot run a {artifact.kind.value} artifact for verification")
@@ -173,3 +171,14 @@ class VerificationStage(Stage):
     def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
         # any artifact a verification runtime is registered for (ONNX, OpenVINO IR, TorchScript)
         return (ArtifactKind.TORCH_MODEL,) if field == "reference" else candidate_kinds()
+
+
+class GpuOnnxCandidate(OnnxCandidate):
+    """A TensorRT/CUDA artifact for verification stages (parity, evaluate): its prebuilt
+    engines through TensorRT, the remaining nodes on CUDA."""
+
+    def _open_session(self, artifact: Any) -> Any:
+        from edgepipe.stages._cuda_io import open_gpu_session
+
+        session, self._keepalive = open_gpu_session(artifact.path, artifact.meta, None)
+        return session
