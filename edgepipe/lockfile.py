@@ -1,9 +1,9 @@
 """The lockfile: what a full run produced, committed beside the recipe and reviewed in PRs.
 
 ``<recipe>.lock`` (YAML, stable order) records per stage its action key, key document, output
-digest and size, plus headline parity/benchmark numbers. ``edgepipe check`` recomputes every key
-*without running or needing a cache* (upstream outputs are taken from the lock while keys
-match) and explains each difference: the CI drift gate.
+digest and size, plus the stage's headline numbers (``Stage.headline``). ``edgepipe check``
+recomputes every key *without running or needing a cache* (upstream outputs are taken from the
+lock while keys match) and explains each difference: the CI drift gate.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ __all__ = [
     "write_lock",
 ]
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ import yaml
 
 from edgepipe.actions import explain
 from edgepipe.errors import RecipeError, RecipeIssue
-from edgepipe.stages.base import ARTIFACT_FILE
-from edgepipe.stages.parity_gates import worst_cosine
+from edgepipe.stages.base import get_stage
 
 LOCK_VERSION = 1
 _HEADER = (
@@ -58,40 +56,13 @@ def recipe_lock(graph, planner, out_dir: Path) -> dict[str, Any]:
 
 
 def _headline(stage_type: str, folder: Path) -> dict[str, Any]:
-    """Numbers a reviewer wants to see change in a PR diff."""
-    if stage_type == "parity" and (folder / "parity.json").is_file():
-        report = json.loads((folder / "parity.json").read_text())
-        worst = worst_cosine(report)
-        return {
-            "parity": {
-                "passed": report["passed"],
-                "kind": report["kind"],
-                "worst_cosine": round(worst, 6),
-            }
-        }
-    if stage_type == "quantize" and (folder / ARTIFACT_FILE).is_file():
-        quantization = json.loads((folder / ARTIFACT_FILE).read_text())["meta"]["quantization"]
-        # what a rebuild replays instead of searching again (runner: recorded_settings); the
-        # same whether this build searched or replayed, so the lock does not churn
-        recovery = quantization.get("recovery") or {}
-        return {
-            "quantization": {
-                "settings": quantization["settings"],
-                "recovered": recovery.get("recovered", False),
-            }
-        }
-    if stage_type == "benchmark" and (folder / "benchmark.json").is_file():
-        report = json.loads((folder / "benchmark.json").read_text())
-        return {
-            "benchmark": {
-                f"{r['label']}@{r['batch_size']}": {
-                    "p50_ms": round(r["p50_ms"], 3),
-                    "speedup": round(r["speedup"] or 0, 2),
-                }
-                for r in report["rows"]
-            }
-        }
-    return {}
+    """The stage's own numbers for a PR diff (``Stage.headline``), read from its output."""
+    files = (
+        {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        if folder.is_dir()
+        else {}
+    )
+    return get_stage(stage_type).headline(files)
 
 
 def write_lock(path: Path, lock: dict[str, Any]) -> None:

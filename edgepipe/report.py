@@ -1,136 +1,34 @@
-"""Benchmark reports: the Markdown table (PR comment / CI summary), the plot, the baseline gate."""
+"""``edgepipe report``: the latest verdicts and measurements of a recipe, as Markdown.
+
+Which stages report and what they say is each stage type's business (``Stage.reports``,
+``report_row``, ``report_section``); this module only lays the parts out.
+"""
 
 from __future__ import annotations
 
-__all__ = ["compare_to_baseline", "markdown_table", "recipe_report", "write_plot"]
+__all__ = ["recipe_report"]
 
 from pathlib import Path
-from typing import Any
-
-
-def _size(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} KB"
-
-
-_RUNTIME_NAMES = {
-    "f32": "fp32",
-    "f16": "fp16",
-    "bf16": "bf16",
-    "float32": "fp32",
-    "bfloat16": "bf16",
-    "float16": "fp16",
-}
-
-
-def _precision(row: dict[str, Any]) -> str:
-    """Declared precision, plus what the runtime executed when it differs (OpenVINO bf16)."""
-    declared = row["precision"]
-    ran = _RUNTIME_NAMES.get(str(row.get("exec_precision")), declared)
-    return declared if ran == declared else f"{declared} ({ran} exec)"
-
-
-def markdown_table(report: dict[str, Any]) -> str:
-    """One row per artifact and batch size; speedup is end-to-end vs torch eager."""
-    env = report["environment"]
-    lines = [
-        f"**{report['recipe']}** on {env['cpu']} ({report['method']['threads']} threads)"
-        + (f", GPU {env['gpu']['name']}" if env.get("gpu") else ""),
-        "",
-        "| artifact | runtime | precision | size | batch | p50 ms | p90 ms | e2e p50 ms "
-        "| throughput/s | speedup | parity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in report["rows"]:
-        speedup = f"{row['speedup']:.1f}×" if row.get("speedup") else "—"
-        stable = "" if row["stable"] else " ⚠"
-        lines.append(
-            f"| {row['label']} | {row['runtime']} | {_precision(row)} | {_size(row['size_bytes'])} "
-            f"| {row['batch_size']} | {row['p50_ms']:.2f}{stable} | {row['p90_ms']:.2f} "
-            f"| {row['e2e_p50_ms']:.2f} | {row['throughput_per_s']:.1f} | {speedup} "
-            f"| {row.get('parity') or '—'} |"
-        )
-    gpu_ms = report.get("gpu_preprocess_ms")
-    on_gpu = f"; on the GPU rows in CuPy, {gpu_ms:.2f} ms" if gpu_ms is not None else ""
-    lines += [
-        "",
-        "e2e = model + host preprocessing (timm/PIL, "
-        f"{report['preprocess_ms']:.2f} ms per image{on_gpu}) unless preprocessing is in the "
-        "graph. ⚠ = timing did not stabilise within the time cap.",
-    ]
-    return "\n".join(lines)
-
-
-def write_plot(report: dict[str, Any], path: Path) -> None:
-    """Latency and throughput bars, one per artifact (smallest batch)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    batch = min(row["batch_size"] for row in report["rows"])
-    rows = [row for row in report["rows"] if row["batch_size"] == batch]
-    labels = [row["label"] for row in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 2))
-    left.barh(labels, [row["e2e_p50_ms"] for row in rows], color="#4c72b0")
-    left.set_xlabel(f"end-to-end p50 latency, ms (batch {batch})")
-    left.invert_yaxis()
-    right.barh(labels, [row["throughput_per_s"] for row in rows], color="#55a868")
-    right.set_xlabel("throughput, images/s")
-    right.invert_yaxis()
-    right.set_yticklabels([])
-    figure.suptitle(f"{report['recipe']} — {report['environment']['cpu']}", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def compare_to_baseline(
-    report: dict[str, Any], baseline: dict[str, Any], margin: float
-) -> tuple[list[str], str | None]:
-    """Regressions beyond ``margin`` (fraction) vs a committed report on the same hardware.
-
-    Returns (regressions, note); the note says why nothing was compared, if so.
-    """
-    here, there = _hardware(report), _hardware(baseline)
-    if here != there:
-        return [], f"baseline was measured on other hardware ({there} vs {here}); not compared"
-    before = {(r["label"], r["batch_size"]): r for r in baseline["rows"]}
-    regressions = []
-    for row in report["rows"]:
-        old = before.get((row["label"], row["batch_size"]))
-        if old and row["p50_ms"] > old["p50_ms"] * (1 + margin):
-            change = row["p50_ms"] / old["p50_ms"] - 1
-            regressions.append(
-                f"{row['label']} (batch {row['batch_size']}): p50 "
-                f"{old['p50_ms']:.2f} → {row['p50_ms']:.2f} ms (+{change:.0%}, "
-                f"allowed +{margin:.0%})"
-            )
-    return regressions, None
-
-
-def _hardware(report: dict[str, Any]) -> tuple:
-    env = report["environment"]
-    return env["cpu"], env["cpu_count"], report["method"]["threads"], env.get("gpu")
 
 
 def recipe_report(graph, cache) -> str:
     """Markdown of the latest verification and benchmark results of a recipe, from the cache
-    (nothing is run): parity and evaluate verdicts, then each benchmark table."""
+    (nothing is run): a table of checks, then each stage's own section."""
     from edgepipe.planner import Planner
 
-    plans = {p.stage_id: p for p in Planner(graph, cache).plan(graph.order())}
     sections, checks = [], []
-    for stage_id, plan in plans.items():
-        if plan.stage_type not in ("parity", "evaluate", "benchmark"):
+    for plan in Planner(graph, cache).plan(graph.order()):
+        stage = graph.stage(plan.stage_id)
+        if not stage.reports:
             continue
         if plan.status != "cached":
-            checks.append(f"| {stage_id} | {plan.stage_type} | not built | |")
+            checks.append(f"| {plan.stage_id} | {plan.stage_type} | not built | |")
             continue
         files = _tree_files(cache, plan.record.output_digest)
-        if plan.stage_type == "benchmark":
-            sections.append(f"### {stage_id}\n\n" + files["benchmark.md"].read_text().strip())
-        else:
-            checks.append(_check_row(stage_id, plan.stage_type, files))
+        row = stage.report_row(plan.stage_id, files)
+        section = stage.report_section(plan.stage_id, files)
+        checks += [row] if row else []
+        sections += [section] if section else []
     head = "| check | type | result | detail |\n|---|---|---|---|"
     parts = [f"## {graph.recipe.name}"]
     if checks:
@@ -140,19 +38,3 @@ def recipe_report(graph, cache) -> str:
 
 def _tree_files(cache, digest: str) -> dict[str, Path]:
     return {entry.path: cache.object_path(entry.digest) for entry in cache.read_manifest(digest)}
-
-
-def _check_row(stage_id: str, stage_type: str, files: dict[str, Path]) -> str:
-    import json
-
-    from edgepipe.stages.parity_gates import worst_cosine
-
-    if stage_type == "parity":
-        report = json.loads(files["parity.json"].read_text())
-        worst = worst_cosine(report)
-        return f"| {stage_id} | parity ({report['kind']}) | passed | worst cosine {worst:.6f} |"
-    result = json.loads(files["evaluate.json"].read_text())
-    return (
-        f"| {stage_id} | evaluate | passed | top-1 {result['artifact']['top1']:.4f} vs torch "
-        f"{result['torch']['top1']:.4f} on {result['images']} images |"
-    )

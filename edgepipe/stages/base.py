@@ -208,6 +208,23 @@ class Stage(ABC):
     def run(self, spec: StageSpec, ctx: StageContext) -> dict[str, Any]:
         """Write the artifact into ``ctx.out_dir``; return its metadata (deterministic, JSON)."""
 
+    # What a stage's output says to people. ``files`` maps a built output's relative paths to
+    # where they can be read (the output folder, or the cache's objects).
+    reports: ClassVar[bool] = False
+    """Whether ``edgepipe report`` lists this stage (a verdict or a measurement)."""
+
+    def headline(self, files: dict[str, Path]) -> dict[str, Any]:
+        """Numbers a reviewer wants to see change in a PR diff: the stage's lockfile entry."""
+        return {}
+
+    def report_row(self, stage_id: str, files: dict[str, Path]) -> str | None:
+        """A row of ``edgepipe report``'s checks table: | check | type | result | detail |."""
+        return None
+
+    def report_section(self, stage_id: str, files: dict[str, Path]) -> str | None:
+        """A Markdown section of ``edgepipe report`` after the checks table (e.g. a table)."""
+        return None
+
 
 _IMPORT_NAMES = {
     "onnxruntime-gpu": "onnxruntime",

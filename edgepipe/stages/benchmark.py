@@ -127,6 +127,24 @@ class BenchmarkStage(Stage):
     tools = ("torch", "timm", "onnxruntime", "openvino", "numpy", "pillow", "matplotlib")
     output = ArtifactKind.REPORT
     summary = "Time artifacts on real images vs torch eager; JSON, Markdown table and plot."
+    reports = True
+
+    def headline(self, files: dict[str, Path]) -> dict[str, Any]:
+        if "benchmark.json" not in files:
+            return {}
+        report = json.loads(files["benchmark.json"].read_text())
+        return {
+            "benchmark": {
+                f"{r['label']}@{r['batch_size']}": {
+                    "p50_ms": round(r["p50_ms"], 3),
+                    "speedup": round(r["speedup"] or 0, 2),
+                }
+                for r in report["rows"]
+            }
+        }
+
+    def report_section(self, stage_id: str, files: dict[str, Path]) -> str | None:
+        return f"### {stage_id}\n\n" + files["benchmark.md"].read_text().strip()
 
     def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
         if field == "reference":
@@ -175,7 +193,7 @@ class BenchmarkStage(Stage):
 
 
 def _write(report: dict[str, Any], spec: BenchmarkSpec, ctx: StageContext) -> None:
-    from edgepipe.report import compare_to_baseline, markdown_table, write_plot
+    from edgepipe.stages._bench_tables import compare_to_baseline, markdown_table, write_plot
 
     table = markdown_table(report)
     (ctx.out_dir / "benchmark.json").write_text(json.dumps(report, indent=2, sort_keys=True))

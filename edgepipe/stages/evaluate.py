@@ -67,6 +67,14 @@ class EvaluateStage(VerificationStage):
     spec_class = EvaluateSpec
     version = 2  # 2: top-k graphs ranked by indices; max_images spread over classes
     summary = "Top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder."
+    reports = True
+
+    def report_row(self, stage_id: str, files: dict[str, Path]) -> str | None:
+        result = json.loads(files["evaluate.json"].read_text())
+        return (
+            f"| {stage_id} | evaluate | passed | top-1 {result['artifact']['top1']:.4f} vs torch "
+            f"{result['torch']['top1']:.4f} on {result['images']} images |"
+        )
 
     def run(self, spec: EvaluateSpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs

@@ -21,7 +21,13 @@ from edgepipe.stages.inference import (
     run_on_image,
 )
 from edgepipe.stages.parity_compare import Comparison, compare
-from edgepipe.stages.parity_gates import GATED_INPUTS, Thresholds, breaches, gates_for
+from edgepipe.stages.parity_gates import (
+    GATED_INPUTS,
+    Thresholds,
+    breaches,
+    gates_for,
+    worst_cosine,
+)
 from edgepipe.stages.parity_report import metric_table, sample_table
 from edgepipe.stages.samples import BUNDLED_PHOTO_TOOLS, describe_images, load_images
 
@@ -63,6 +69,24 @@ class ParityStage(VerificationStage):
     spec_class = ParitySpec
     version = 2  # 2: per-sample table, KL, class gates on decided samples, default photos
     summary = "Compare an artifact with its source torch model on real photos and random inputs."
+    reports = True
+
+    def headline(self, files: dict[str, Path]) -> dict[str, Any]:
+        if "parity.json" not in files:
+            return {}
+        report = json.loads(files["parity.json"].read_text())
+        return {
+            "parity": {
+                "passed": report["passed"],
+                "kind": report["kind"],
+                "worst_cosine": round(worst_cosine(report), 6),
+            }
+        }
+
+    def report_row(self, stage_id: str, files: dict[str, Path]) -> str | None:
+        report = json.loads(files["parity.json"].read_text())
+        worst = worst_cosine(report)
+        return f"| {stage_id} | parity ({report['kind']}) | passed | worst cosine {worst:.6f} |"
 
     def tools_for(self, spec: ParitySpec) -> tuple[str, ...]:
         # the default photos come from scikit-image and matplotlib; a recipe's folder needs neither

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 __all__ = ["NncfOptions", "OrtOptions", "QuantizeSpec", "QuantizeStage"]
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgepipe.stages.base import (
+    ARTIFACT_FILE,
     ArtifactKind,
     FieldError,
     SingleInputSpec,
@@ -181,6 +183,20 @@ class QuantizeStage(Stage):
     version = 2
     input_kinds = (ArtifactKind.ONNX_MODEL, ArtifactKind.OPENVINO_IR)
     summary = "INT8 quantization (ORT static/dynamic, OpenVINO NNCF) or FP16 conversion."
+
+    def headline(self, files: dict[str, Path]) -> dict[str, Any]:
+        if ARTIFACT_FILE not in files:
+            return {}
+        quantization = json.loads(files[ARTIFACT_FILE].read_text())["meta"]["quantization"]
+        # what a rebuild replays instead of searching again (runner: recorded_settings); the
+        # same whether this build searched or replayed, so the lock does not churn
+        recovery = quantization.get("recovery") or {}
+        return {
+            "quantization": {
+                "settings": quantization["settings"],
+                "recovered": recovery.get("recovered", False),
+            }
+        }
 
     def output_kind(self, spec: QuantizeSpec) -> ArtifactKind:
         return ArtifactKind.OPENVINO_IR if spec.backend == "openvino" else ArtifactKind.ONNX_MODEL
