@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from edgepipe.actions import explain
 from edgepipe.errors import RecipeError, RecipeIssue
+from edgepipe.key_documents import explain
 from edgepipe.stages.base import get_stage
 
 LOCK_VERSION = 1

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edgepipe.actions import explain, key_document
 from edgepipe.cache import ActionRecord, Cache, action_key, canonical_json
 from edgepipe.cache.remote import RemoteCache, RemoteCacheError
 from edgepipe.env import tool_versions
 from edgepipe.graph import PipelineGraph
+from edgepipe.key_documents import explain, key_document
 
 Status = Literal["cached", "run", "blocked"]
 

@@ -148,8 +148,8 @@ def test_static_models_need_no_profile_and_unknown_axes_need_one():
 
 
 def test_cache_key_carries_the_gpu_fingerprint(monkeypatch):
-    from edgepipe.actions import explain, key_document
     from edgepipe.cache import action_key
+    from edgepipe.key_documents import explain, key_document
 
     stage, chosen = get_stage("build-trt-cache"), spec(device_id=1)
     asked = []
@@ -334,8 +334,8 @@ CONFIGS = [
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c["interpolation"])
 def test_matrix_preprocessing_equals_timms_pil_transform(config):
     from edgepipe.stages._cuda_io import TimmPreprocessor
-    from edgepipe.stages.inference import timm_eval_transform
     from edgepipe.stages.samples import load_images
+    from edgepipe.stages.verification import timm_eval_transform
 
     config = {**config, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
     reference, ours = timm_eval_transform(config), TimmPreprocessor(config)
@@ -375,7 +375,7 @@ def cosine(a, b) -> float:
 def test_fp16_engine_matches_onnxruntime_cpu(tmp_path, fields):
     import onnxruntime as ort
 
-    from edgepipe.stages.inference import GpuOnnxCandidate
+    from edgepipe.stages.verification import GpuOnnxCandidate
 
     artifact, model = build(tmp_path, **fields)
     assert artifact.meta["precision"] == "fp16" and any(
@@ -407,7 +407,7 @@ def test_io_binding_run_on_the_gpu(tmp_path):
 @needs_gpu
 def test_native_plan_runs_through_its_ep_context_wrapper(tmp_path):
     pytest.importorskip("tensorrt", reason="engine: native needs the tensorrt Python package")
-    from edgepipe.stages.inference import GpuOnnxCandidate
+    from edgepipe.stages.verification import GpuOnnxCandidate
 
     artifact, _ = build(tmp_path, engine="native")
     assert (tmp_path / "out/model.plan").stat().st_size > 0

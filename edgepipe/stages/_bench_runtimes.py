@@ -17,8 +17,8 @@ from typing import Any
 
 from edgepipe.errors import StageError
 from edgepipe.stages.base import Artifact, ArtifactKind
-from edgepipe.stages.inference import timm_eval_transform
 from edgepipe.stages.samples import raw_pixels
+from edgepipe.stages.verification import timm_eval_transform
 
 # Composed models take camera-sized frames; one size for all keeps batches stackable.
 FRAME_SIZE = (640, 480)

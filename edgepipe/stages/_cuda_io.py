@@ -23,7 +23,7 @@ from typing import Any
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.gpu import preload_libraries
-from edgepipe.stages.onnx_io import MODEL_FILE
+from edgepipe.stages.onnx_io import ONNX_FILE
 from edgepipe.stages.preprocess_graph import Preprocessing
 
 _PRECISION_BITS = 32 - 8 - 2  # Pillow Resample.c, 8 bits per channel
@@ -177,7 +177,7 @@ def open_gpu_session(path: Path, meta: dict[str, Any], threads: int | None = Non
     cache = Path(keepalive.name) / trt.get("engine_cache", "trt_engines")
     shutil.copytree(path / cache.name, cache)
     trt_options = {**trt.get("runtime_options", {}), "trt_engine_cache_path": str(cache)}
-    return _session(path / MODEL_FILE, options, trt_options, device), keepalive
+    return _session(path / ONNX_FILE, options, trt_options, device), keepalive
 
 
 def _profile_feeds(session: Any, profiles: dict[str, dict]) -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ from edgepipe.errors import StageError, summarize_exception
 from edgepipe.stages.base import Artifact, StageContext
 from edgepipe.stages.calibration import calibration_samples
 from edgepipe.stages.network_split import NETWORK_INPUT, is_composed, join_network, split_composed
-from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx
+from edgepipe.stages.onnx_io import ONNX_FILE, describe_onnx
 
 _STATIC_OPS = ["Conv", "MatMul", "Gemm"]
 # Dynamic Conv becomes ConvInteger, ~3x slower than fp32 (MEASUREMENTS #3): leave it float.
@@ -44,7 +44,7 @@ class OrtBackend:
         self.scratch.mkdir(exist_ok=True)
         self.external = bool(source.meta.get("external_data"))
         self.split = None
-        network = source.path / MODEL_FILE
+        network = source.path / ONNX_FILE
         if is_composed(source.meta):
             self.split = split_composed(source.path, source.meta, self.scratch, self.external)
             network = self.split.network
@@ -65,7 +65,7 @@ class OrtBackend:
     def build(self, settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         """Write the candidate's ``model.onnx`` into ``out_dir``; return its artifact meta."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        network_out = self.scratch / f"{out_dir.name}.onnx" if self.split else out_dir / MODEL_FILE
+        network_out = self.scratch / f"{out_dir.name}.onnx" if self.split else out_dir / ONNX_FILE
         try:
             if settings["mode"] == "fp16":
                 self._to_fp16(network_out)
@@ -74,7 +74,7 @@ class OrtBackend:
             else:
                 self._dynamic(network_out, settings)
             if self.split:
-                join_network(self.split, network_out, out_dir / MODEL_FILE, self.external)
+                join_network(self.split, network_out, out_dir / ONNX_FILE, self.external)
         except StageError:
             raise
         except Exception as exc:  # ORT raises RuntimeError/ValueError/onnx errors for bad graphs
@@ -88,7 +88,7 @@ class OrtBackend:
             quantization["op_types"] = self.spec.onnxruntime.op_types or default
         return {
             **self.source.meta,
-            **describe_onnx(out_dir / MODEL_FILE),
+            **describe_onnx(out_dir / ONNX_FILE),
             "precision": "fp16" if settings["mode"] == "fp16" else "int8",
             "quantization": quantization,
         }
@@ -197,7 +197,7 @@ class OrtBackend:
         if self.spec.onnxruntime.format != "QDQ":  # QOperator graphs hide the activations
             return []
         built = (
-            self.scratch / f"{tried.folder.name}.onnx" if self.split else tried.folder / MODEL_FILE
+            self.scratch / f"{tried.folder.name}.onnx" if self.split else tried.folder / ONNX_FILE
         )
         op_types = self.spec.onnxruntime.op_types or _STATIC_OPS
         return sensitive_nodes(

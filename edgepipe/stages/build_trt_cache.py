@@ -27,7 +27,7 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.onnx_io import MODEL_FILE, copy_model_files, image_axes
+from edgepipe.stages.onnx_io import ONNX_FILE, copy_model_files, image_axes
 
 ENGINE_DIR, TIMING_DIR, CTX_FILE = "trt_engines", "trt_timing", "model_ctx.onnx"
 PLAN_FILE, METADATA_FILE, PROVIDER = "model.plan", "trt_metadata.json", "TensorrtExecutionProvider"
@@ -200,7 +200,7 @@ class BuildTrtCacheStage(Stage):
         if table := spec.calibration_table:  # ORT reads it from the engine cache folder
             shutil.copyfile(ctx.resolve(table), out / ENGINE_DIR / table.name)
         profiles = _profiles(spec, source.meta)
-        _check_int8(spec, out / MODEL_FILE)
+        _check_int8(spec, out / ONNX_FILE)
         if spec.timing_cache:
             (out / TIMING_DIR).mkdir()
         if spec.engine == "native":
@@ -209,7 +209,7 @@ class BuildTrtCacheStage(Stage):
             from edgepipe.stages._cuda_io import build_engines
 
             options = trt_provider_options(spec, out, profiles)
-            build_engines(out / MODEL_FILE, options, profiles, ctx.log)
+            build_engines(out / ONNX_FILE, options, profiles, ctx.log)
         if spec.ep_context and not (out / CTX_FILE).is_file():
             ctx.log.warning("ONNX Runtime wrote no EP-context model; the engine cache remains")
         runtime = spec.model_copy(update={"ep_context": False, "timing_cache": False})
@@ -271,7 +271,7 @@ def _build_native(spec: BuildTrtCacheSpec, out: Path, profiles: dict, meta: dict
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(out / MODEL_FILE)):  # reads external data beside it
+    if not parser.parse_from_file(str(out / ONNX_FILE)):  # reads external data beside it
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise StageError(f"TensorRT's ONNX parser rejected the model: {errors[:600]}")
     config = builder.create_builder_config()
@@ -298,4 +298,4 @@ def _build_native(spec: BuildTrtCacheSpec, out: Path, profiles: dict, meta: dict
     if spec.ep_context:
         from edgepipe.stages._cuda_io import wrap_plan
 
-        wrap_plan(out / PLAN_FILE, out / MODEL_FILE, meta)
+        wrap_plan(out / PLAN_FILE, out / ONNX_FILE, meta)

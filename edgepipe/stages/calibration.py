@@ -23,7 +23,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgepipe.errors import StageError
-from edgepipe.stages.inference import timm_eval_transform
 from edgepipe.stages.samples import (
     IMAGE_SUFFIXES,
     describe_images,
@@ -33,6 +32,7 @@ from edgepipe.stages.samples import (
     open_images,
     raw_pixels,
 )
+from edgepipe.stages.verification import timm_eval_transform
 
 _FEW_DISTINCT = 32  # below this many distinct images, ranges follow a handful of scenes
 

@@ -26,7 +26,7 @@ from edgepipe.stages.base import (
     register_stage,
 )
 from edgepipe.stages.graph_join import join, tensor_dims
-from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx
+from edgepipe.stages.onnx_io import ONNX_FILE, describe_onnx
 from edgepipe.stages.preprocess_graph import Preprocessing, build_preprocessing
 
 _OVERRIDES = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
@@ -132,12 +132,12 @@ class ComposePreprocessingStage(Stage):
 
         source = ctx.inputs[0]
         # external weights stay on disk: the graph is edited, the data file copied as is
-        model = onnx.load(str(source.path / MODEL_FILE), load_external_data=False)
+        model = onnx.load(str(source.path / ONNX_FILE), load_external_data=False)
         image_input, opset = _image_input(model)
         pre = _resolve(spec, source.meta.get("data_config"), image_input, opset, ctx)
         prep = build_preprocessing(pre, opset, model.ir_version, spec.input_name)
         join(prep, model, image_input.name, spec.postprocess, spec.top_k)
-        target = ctx.out_dir / MODEL_FILE
+        target = ctx.out_dir / ONNX_FILE
         _save(model, source.path, target)
         del model, prep
         _check(target, pre, spec.input_name)
@@ -262,7 +262,7 @@ def _save(model: Any, source_dir: Path, target: Path) -> None:
     """Write the graph; external weights are copied byte for byte, so their offsets hold."""
     import onnx
 
-    for data in source_dir.glob(f"{MODEL_FILE}?*"):  # model.onnx.data, as every stage writes
+    for data in source_dir.glob(f"{ONNX_FILE}?*"):  # model.onnx.data, as every stage writes
         shutil.copyfile(data, target.parent / data.name)
     onnx.save(model, str(target))
 

@@ -32,9 +32,9 @@ from edgepipe.stages.base import (
     missing_modules,
     register_stage,
 )
-from edgepipe.stages.inference import Candidate, register_candidate
-from edgepipe.stages.onnx_io import MODEL_FILE as ONNX_FILE
+from edgepipe.stages.onnx_io import ONNX_FILE as ONNX_FILE
 from edgepipe.stages.torch_model import rebuild
+from edgepipe.stages.verification import Candidate, register_candidate
 
 IR_FILE = "model.xml"
 _RANGE = re.compile(r"^\d+\.\.\d+$")

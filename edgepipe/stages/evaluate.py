@@ -14,14 +14,14 @@ from pydantic import Field
 
 from edgepipe.errors import StageError
 from edgepipe.stages.base import StageContext, register_stage
-from edgepipe.stages.inference import (
+from edgepipe.stages.samples import find_images
+from edgepipe.stages.verification import (
     TorchReference,
     VerificationSpec,
     VerificationStage,
     open_candidate,
     run_on_image,
 )
-from edgepipe.stages.samples import find_images
 
 
 class EvaluateSpec(VerificationSpec):

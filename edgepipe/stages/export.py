@@ -12,7 +12,7 @@ from pydantic import Field
 
 from edgepipe.errors import StageError
 from edgepipe.stages.base import ArtifactKind, SingleInputSpec, Stage, StageContext, register_stage
-from edgepipe.stages.onnx_io import MODEL_FILE, describe_onnx, remove_model_files
+from edgepipe.stages.onnx_io import ONNX_FILE, describe_onnx, remove_model_files
 from edgepipe.stages.torch_model import input_only, rebuild
 
 # protobuf caps a single ONNX file at 2 GiB; leave headroom for the graph itself.
@@ -75,7 +75,7 @@ class ExportStage(Stage):
         batch = 2 if spec.dynamic_batch else spec.batch_size
         example = torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
         external = _use_external_data(spec, module)
-        target = ctx.out_dir / MODEL_FILE
+        target = ctx.out_dir / ONNX_FILE
         used = _export_with_fallback(input_only(module), example, spec, target, external, ctx)
         _strip_stack_traces(target)
         meta = describe_onnx(target)
@@ -174,7 +174,7 @@ def _export_torchscript(module, example, spec: ExportSpec, target: Path, externa
         import onnx
 
         model = onnx.load(str(target))
-        onnx.save(model, str(target), save_as_external_data=True, location=f"{MODEL_FILE}.data")
+        onnx.save(model, str(target), save_as_external_data=True, location=f"{ONNX_FILE}.data")
 
 
 _EXPORTERS = {"dynamo": _export_dynamo, "torchscript": _export_torchscript}

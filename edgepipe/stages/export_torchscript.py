@@ -34,8 +34,8 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.inference import Candidate, register_candidate
 from edgepipe.stages.torch_model import forward_numpy, input_only, output_tensors, rebuild
+from edgepipe.stages.verification import Candidate, register_candidate
 
 FULL_FILE = "model.pt"
 LITE_FILE = "model.ptl"

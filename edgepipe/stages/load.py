@@ -21,9 +21,9 @@ from edgepipe.stages.base import (
     StageSpec,
     register_stage,
 )
+from edgepipe.stages.module_sources import module_source_files
 from edgepipe.stages.onnx_io import describe_onnx
 from edgepipe.stages.package_files import is_package_reference, package_file
-from edgepipe.stages.sources import module_source_files
 from edgepipe.stages.torch_model import data_config_of, import_callable, save_torch_model
 
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.stages.graph_join import join
-from edgepipe.stages.onnx_io import MODEL_FILE
+from edgepipe.stages.onnx_io import ONNX_FILE
 from edgepipe.stages.preprocess_graph import OUTPUT
 
 NETWORK_INPUT = "network_input"
@@ -44,7 +44,7 @@ def split_composed(source_dir: Path, meta: dict[str, Any], work: Path, external:
     import onnx
     from onnx.utils import Extractor
 
-    model = onnx.load(str(source_dir / MODEL_FILE))
+    model = onnx.load(str(source_dir / ONNX_FILE))
     image = next(i.name for i in model.graph.input)
     network_outputs = _network_outputs(model.graph)
     extractor = Extractor(model)
@@ -73,7 +73,7 @@ def join_network(split: Split, network_file: Path, target: Path, external: bool)
         network,
         str(target),
         save_as_external_data=external,
-        location=f"{MODEL_FILE}.data" if external else None,
+        location=f"{ONNX_FILE}.data" if external else None,
     )
 
 

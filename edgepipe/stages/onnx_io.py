@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-__all__ = ["MODEL_FILE", "copy_model_files", "describe_onnx", "image_axes", "remove_model_files"]
+__all__ = ["ONNX_FILE", "copy_model_files", "describe_onnx", "image_axes", "remove_model_files"]
 
 import shutil
 from pathlib import Path
 from typing import Any
 
-MODEL_FILE = "model.onnx"
+ONNX_FILE = "model.onnx"
 
 
 def copy_model_files(source_dir: Path, out_dir: Path) -> None:
     """Copy ``model.onnx`` and its external data (``model.onnx.data``) between artifacts."""
-    for produced in source_dir.glob(f"{MODEL_FILE}*"):
+    for produced in source_dir.glob(f"{ONNX_FILE}*"):
         shutil.copyfile(produced, out_dir / produced.name)
 
 
 def remove_model_files(folder: Path) -> None:
     """Remove a half-written ``model.onnx`` and its external data."""
-    for produced in folder.glob(f"{MODEL_FILE}*"):
+    for produced in folder.glob(f"{ONNX_FILE}*"):
         produced.unlink()
 
 

@@ -13,13 +13,6 @@ from pydantic import Field
 
 from edgepipe.errors import StageError
 from edgepipe.stages.base import StageContext, register_stage
-from edgepipe.stages.inference import (
-    TorchReference,
-    VerificationSpec,
-    VerificationStage,
-    open_candidate,
-    run_on_image,
-)
 from edgepipe.stages.parity_compare import Comparison, compare
 from edgepipe.stages.parity_gates import (
     GATED_INPUTS,
@@ -30,6 +23,13 @@ from edgepipe.stages.parity_gates import (
 )
 from edgepipe.stages.parity_report import metric_table, sample_table
 from edgepipe.stages.samples import BUNDLED_PHOTO_TOOLS, describe_images, load_images
+from edgepipe.stages.verification import (
+    TorchReference,
+    VerificationSpec,
+    VerificationStage,
+    open_candidate,
+    run_on_image,
+)
 
 
 class ParitySpec(VerificationSpec):

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgepipe.stages.base import Artifact, ArtifactKind, FieldError
 from edgepipe.stages.calibration import model_inputs
-from edgepipe.stages.inference import open_candidate
 from edgepipe.stages.parity_gates import Thresholds, breaches, gates_for
 from edgepipe.stages.samples import load_images
+from edgepipe.stages.verification import open_candidate
 
 
 class AccuracyTarget(BaseModel):

@@ -19,7 +19,7 @@ from pydantic import Field
 from edgepipe.errors import StageError
 from edgepipe.stages import transforms
 from edgepipe.stages.base import ArtifactKind, SingleInputSpec, Stage, StageContext, register_stage
-from edgepipe.stages.torch_model import MODEL_FILE, WEIGHTS_FILE, rebuild, save_torch_model
+from edgepipe.stages.torch_model import BUILDER_FILE, WEIGHTS_FILE, rebuild, save_torch_model
 
 _METHODS = {
     "auto": ("timm-reparameterize", "fuse-conv-bn"),
@@ -61,7 +61,7 @@ class ReparameterizeStage(Stage):
 
     def run(self, spec: ReparameterizeSpec, ctx: StageContext) -> dict[str, Any]:
         source = ctx.inputs[0]
-        builder = json.loads((source.path / MODEL_FILE).read_text())
+        builder = json.loads((source.path / BUILDER_FILE).read_text())
         module = rebuild(source.path, ctx.recipe_dir)
         before = _census(module)
         example = _example(source.meta["data_config"]["input_size"])
@@ -77,7 +77,7 @@ class ReparameterizeStage(Stage):
         else:
             ctx.log.info("nothing to reparameterize: the model passes through unchanged")
             # the same bytes as the input keep the artifact's digest, so downstream stays cached
-            for name in (MODEL_FILE, WEIGHTS_FILE):
+            for name in (BUILDER_FILE, WEIGHTS_FILE):
                 shutil.copyfile(source.path / name, ctx.out_dir / name)
         return {
             **source.meta,

@@ -19,7 +19,7 @@ from edgepipe.stages.base import (
     register_stage,
 )
 from edgepipe.stages.onnx_io import (
-    MODEL_FILE,
+    ONNX_FILE,
     copy_model_files,
     describe_onnx,
     image_axes,
@@ -62,7 +62,7 @@ class SimplifyStage(Stage):
     def run(self, spec: SimplifySpec, ctx: StageContext) -> dict[str, Any]:
         source = ctx.inputs[0]
         try:
-            _simplify(source, spec, ctx.out_dir / MODEL_FILE)
+            _simplify(source, spec, ctx.out_dir / ONNX_FILE)
         except StageError as exc:
             if spec.on_failure == "error":
                 raise
@@ -70,8 +70,8 @@ class SimplifyStage(Stage):
             remove_model_files(ctx.out_dir)
             copy_model_files(source.path, ctx.out_dir)
             return {**source.meta, "simplified": False}
-        meta = describe_onnx(ctx.out_dir / MODEL_FILE)
-        before, after = _node_count(source.path / MODEL_FILE), _node_count(ctx.out_dir / MODEL_FILE)
+        meta = describe_onnx(ctx.out_dir / ONNX_FILE)
+        before, after = _node_count(source.path / ONNX_FILE), _node_count(ctx.out_dir / ONNX_FILE)
         ctx.log.info("onnxsim: %d → %d nodes", before, after)
         return {
             **source.meta,
@@ -88,7 +88,7 @@ def _simplify(source: Artifact, spec: SimplifySpec, target: Path) -> None:
 
     try:
         model, check_ok = onnxsim.simplify(
-            str(source.path / MODEL_FILE),
+            str(source.path / ONNX_FILE),
             check_n=spec.check_n,
             perform_optimization=spec.optimize,
             skip_fuse_bn=spec.skip_fuse_bn,
@@ -107,7 +107,7 @@ def _simplify(source: Artifact, spec: SimplifySpec, target: Path) -> None:
         model,
         str(target),
         save_as_external_data=external,
-        location=f"{MODEL_FILE}.data" if external else None,
+        location=f"{ONNX_FILE}.data" if external else None,
     )
 
 

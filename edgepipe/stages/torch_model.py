@@ -9,7 +9,7 @@ the artifact content-addressable: the same weights give the same bytes.
 from __future__ import annotations
 
 __all__ = [
-    "MODEL_FILE",
+    "BUILDER_FILE",
     "WEIGHTS_FILE",
     "data_config_of",
     "forward_numpy",
@@ -29,7 +29,7 @@ from typing import Any
 
 from edgepipe.errors import StageError
 
-MODEL_FILE = "model.json"
+BUILDER_FILE = "model.json"  # how to rebuild the architecture (timm name, factory…)
 WEIGHTS_FILE = "weights.safetensors"
 
 
@@ -37,7 +37,7 @@ def save_torch_model(module: Any, builder: dict[str, Any], out_dir: Path) -> Non
     """Write ``module``'s weights and the builder that recreates its architecture."""
     from safetensors.torch import save_model
 
-    (out_dir / MODEL_FILE).write_text(json.dumps(builder, indent=2, sort_keys=True))
+    (out_dir / BUILDER_FILE).write_text(json.dumps(builder, indent=2, sort_keys=True))
     save_model(module, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
 
 
@@ -45,7 +45,7 @@ def rebuild(artifact_dir: Path, recipe_dir: Path) -> Any:
     """Recreate the module stored in a torch-model artifact, in eval mode."""
     from safetensors.torch import load_model
 
-    builder = json.loads((artifact_dir / MODEL_FILE).read_text())
+    builder = json.loads((artifact_dir / BUILDER_FILE).read_text())
     module = _construct(builder, recipe_dir)
     from edgepipe.stages import transforms
 

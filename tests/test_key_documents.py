@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgepipe.actions import explain, key_document
 from edgepipe.cache import action_key
+from edgepipe.key_documents import explain, key_document
 from edgepipe.stages.base import get_stage
 from edgepipe.stages.export import ExportSpec
 

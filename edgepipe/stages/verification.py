@@ -27,7 +27,7 @@ from pydantic import Field
 
 from edgepipe.errors import StageError
 from edgepipe.stages.base import Artifact, ArtifactKind, Stage, StageSpec
-from edgepipe.stages.onnx_io import MODEL_FILE
+from edgepipe.stages.onnx_io import ONNX_FILE
 from edgepipe.stages.samples import fit_fixed_size, raw_pixels
 from edgepipe.stages.torch_model import forward_numpy, rebuild
 
@@ -142,7 +142,7 @@ class OnnxCandidate(Candidate):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         return ort.InferenceSession(
-            str(artifact.path / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+            str(artifact.path / ONNX_FILE), options, providers=["CPUExecutionProvider"]
         )
 
     def forward(self, batch: Any) -> list[Any]:
