@@ -23,7 +23,7 @@ from timm.data import create_transform
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgepipe.stages.preprocess_graph import Preprocessing, build_preprocessing  # noqa: E402
+from edgepipe.imaging.preprocess_graph import Preprocessing, build_preprocessing  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, StringConstraints, Validati
 from edgepipe import stages as _stages  # noqa: F401  (registers every stage type)
 from edgepipe.errors import RecipeError, RecipeIssue
 from edgepipe.matrix import expand_matrix
+from edgepipe.models.package_files import is_package_reference, package_file_problem
 from edgepipe.recipe_limits import (
     MAX_EXPANDED_ID_LENGTH,
     MAX_ID_LENGTH,
@@ -22,7 +23,6 @@ from edgepipe.recipe_limits import (
 from edgepipe.recipe_messages import did_you_mean, issues_from_errors, kind_of, parse_yaml
 from edgepipe.recipe_names import check_names
 from edgepipe.stages.base import registered_stages
-from edgepipe.stages.package_files import is_package_reference, package_file_problem
 from edgepipe.strict_fields import StrictScalars
 from edgepipe.yaml_lines import LineMap
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edgepipe.stages._timing import measure
+from edgepipe.stages.benchmark.timing import measure
 
 FAST = "warmup_seconds: 0.1, window_seconds: 0.05, max_seconds: 2"
 

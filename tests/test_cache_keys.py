@@ -112,7 +112,7 @@ def test_default_cache_dir_honours_environment(
 
 
 def test_factory_sources_are_found_in_packages_of_every_kind(tmp_path: Path) -> None:
-    from edgepipe.stages.module_sources import module_source_files
+    from edgepipe.models.module_sources import module_source_files
 
     (tmp_path / "regular").mkdir()
     (tmp_path / "regular" / "__init__.py").write_text("")

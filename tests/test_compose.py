@@ -21,7 +21,7 @@ from timm.data import create_transform
 from timm.data.transforms import ResizeKeepRatio
 from torchvision.transforms.functional import _compute_resized_output_size
 
-from edgepipe.stages.preprocess_graph import RESIZED_SIZE, Preprocessing, build_preprocessing
+from edgepipe.imaging.preprocess_graph import RESIZED_SIZE, Preprocessing, build_preprocessing
 
 pytestmark = pytest.mark.slow
 

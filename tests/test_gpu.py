@@ -292,8 +292,8 @@ def tiny_onnx(folder: Path, dynamic_batch: bool = True) -> Path:
 def test_ep_context_wrapper_of_a_plan(tmp_path):
     import onnx
 
+    from edgepipe.models.onnx_io import describe_onnx
     from edgepipe.stages._cuda_io import wrap_plan
-    from edgepipe.stages.onnx_io import describe_onnx
 
     model = tiny_onnx(tmp_path)
     (tmp_path / "model.plan").write_bytes(b"not a real engine")
@@ -333,8 +333,8 @@ CONFIGS = [
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c["interpolation"])
 def test_matrix_preprocessing_equals_timms_pil_transform(config):
+    from edgepipe.imaging.samples import load_images
     from edgepipe.stages._cuda_io import TimmPreprocessor
-    from edgepipe.stages.samples import load_images
     from edgepipe.stages.verification import timm_eval_transform
 
     config = {**config, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
@@ -349,8 +349,8 @@ def test_matrix_preprocessing_equals_timms_pil_transform(config):
 
 def build(tmp_path: Path, **fields):
     """Run the stage in this process on a tiny exported model; returns the output artifact."""
+    from edgepipe.models.onnx_io import describe_onnx
     from edgepipe.stages.base import Artifact, ArtifactKind, StageContext
-    from edgepipe.stages.onnx_io import describe_onnx
 
     source = tmp_path / "source"
     source.mkdir()
@@ -421,8 +421,8 @@ def test_cupy_preprocessing_matches_numpy():
     pytest.importorskip("cupy", reason="GPU preprocessing needs cupy-cuda12x")
     import cupy
 
+    from edgepipe.imaging.samples import load_images
     from edgepipe.stages._cuda_io import TimmPreprocessor
-    from edgepipe.stages.samples import load_images
 
     config = {**CONFIGS[0], "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
     on_host, on_gpu = TimmPreprocessor(config), TimmPreprocessor(config, device_id=0)

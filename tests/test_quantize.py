@@ -101,7 +101,11 @@ def test_a_large_calibration_folder_is_sampled_evenly(tmp_path):
     """A sorted ImageFolder cut at its first files would calibrate on its first class only."""
     from PIL import Image
 
-    from edgepipe.stages.calibration import CalibrationSpec, _chosen_paths, describe_calibration
+    from edgepipe.stages.quantize.calibration import (
+        CalibrationSpec,
+        _chosen_paths,
+        describe_calibration,
+    )
 
     for label in ("ant", "bee", "cat", "dog"):
         (tmp_path / "calib" / label).mkdir(parents=True)

@@ -52,8 +52,8 @@ def _broken_checkpoints(folder) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from edgepipe.stages.checkpoints import load_into
-    from edgepipe.stages.package_files import package_file
+    from edgepipe.models.checkpoints import load_into
+    from edgepipe.models.package_files import package_file
 
     model = timm.create_model("efficientnet_lite0")
     load_into(model, package_file(LITE0), strict=True, match_by="order")
@@ -129,8 +129,8 @@ def test_undecided_flips_are_listed_not_failed():
     """A flip where the reference is undecided (0.13 vs 0.12) passes; on a decided one, fails."""
     import numpy as np
 
-    from edgepipe.stages.metrics import agreement, per_sample
-    from edgepipe.stages.parity_gates import Thresholds, breaches, gates_for
+    from edgepipe.stages.parity.gates import Thresholds, breaches, gates_for
+    from edgepipe.stages.parity.metrics import agreement, per_sample
 
     undecided = [0.13, 0.12, *[0.75 / 7] * 7]  # retina: 0.13 vs 0.12
     decided = [0.9, 0.04, 0.03, 0.02, 0.01, 0.0, 0.0, 0.0, 0.0]

@@ -14,10 +14,10 @@ import torch
 from conftest import outcomes
 
 from edgepipe.errors import StageError
-from edgepipe.stages import transforms
+from edgepipe.models import transforms
+from edgepipe.models.torch_model import import_callable, rebuild, save_torch_model
 from edgepipe.stages.base import Artifact, ArtifactKind, StageContext
 from edgepipe.stages.reparameterize import ReparameterizeSpec, ReparameterizeStage
-from edgepipe.stages.torch_model import import_callable, rebuild, save_torch_model
 
 pytestmark = pytest.mark.slow
 

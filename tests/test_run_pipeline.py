@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import outcomes
 
-from edgepipe.stages.torch_model import rebuild
+from edgepipe.models.torch_model import rebuild
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.gpu import preload_libraries
-from edgepipe.stages.onnx_io import ONNX_FILE
-from edgepipe.stages.preprocess_graph import Preprocessing
+from edgepipe.imaging.preprocess_graph import Preprocessing
+from edgepipe.models.onnx_io import ONNX_FILE
 
 _PRECISION_BITS = 32 - 8 - 2  # Pillow Resample.c, 8 bits per channel
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from edgepipe import gpu as _gpu
 from edgepipe.errors import StageError
+from edgepipe.models.onnx_io import ONNX_FILE, copy_model_files, image_axes
 from edgepipe.stages.base import (
     ArtifactKind,
     FieldError,
@@ -27,7 +28,6 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.onnx_io import ONNX_FILE, copy_model_files, image_axes
 
 ENGINE_DIR, TIMING_DIR, CTX_FILE = "trt_engines", "trt_timing", "model_ctx.onnx"
 PLAN_FILE, METADATA_FILE, PROVIDER = "model.plan", "trt_metadata.json", "TensorrtExecutionProvider"

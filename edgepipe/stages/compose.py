@@ -17,6 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from edgepipe.errors import StageError, summarize_exception
+from edgepipe.imaging.graph_join import join, tensor_dims
+from edgepipe.imaging.preprocess_graph import Preprocessing, build_preprocessing
+from edgepipe.models.onnx_io import ONNX_FILE, describe_onnx
 from edgepipe.stages.base import (
     ArtifactKind,
     FieldError,
@@ -25,9 +28,6 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.graph_join import join, tensor_dims
-from edgepipe.stages.onnx_io import ONNX_FILE, describe_onnx
-from edgepipe.stages.preprocess_graph import Preprocessing, build_preprocessing
 
 _OVERRIDES = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 _BORDER = (

@@ -23,6 +23,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from edgepipe.errors import StageError, summarize_exception
+from edgepipe.models.onnx_io import ONNX_FILE as ONNX_FILE
+from edgepipe.models.torch_model import rebuild
 from edgepipe.stages.base import (
     Artifact,
     ArtifactKind,
@@ -32,8 +34,6 @@ from edgepipe.stages.base import (
     missing_modules,
     register_stage,
 )
-from edgepipe.stages.onnx_io import ONNX_FILE as ONNX_FILE
-from edgepipe.stages.torch_model import rebuild
 from edgepipe.stages.verification import Candidate, register_candidate
 
 IR_FILE = "model.xml"

@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgepipe.errors import StageError
+from edgepipe.imaging.samples import find_images
 from edgepipe.stages.base import StageContext, register_stage
-from edgepipe.stages.samples import find_images
 from edgepipe.stages.verification import (
     TorchReference,
     VerificationSpec,

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgepipe.errors import StageError
+from edgepipe.models.onnx_io import ONNX_FILE, describe_onnx, remove_model_files
+from edgepipe.models.torch_model import input_only, rebuild
 from edgepipe.stages.base import ArtifactKind, SingleInputSpec, Stage, StageContext, register_stage
-from edgepipe.stages.onnx_io import ONNX_FILE, describe_onnx, remove_model_files
-from edgepipe.stages.torch_model import input_only, rebuild
 
 # protobuf caps a single ONNX file at 2 GiB; leave headroom for the graph itself.
 _EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from edgepipe.errors import StageError, summarize_exception
+from edgepipe.models.torch_model import forward_numpy, input_only, output_tensors, rebuild
 from edgepipe.stages.base import (
     Artifact,
     ArtifactKind,
@@ -34,7 +35,6 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.torch_model import forward_numpy, input_only, output_tensors, rebuild
 from edgepipe.stages.verification import Candidate, register_candidate
 
 FULL_FILE = "model.pt"

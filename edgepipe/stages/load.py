@@ -12,7 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgepipe.errors import StageError
-from edgepipe.stages import checkpoints, pretrained
+from edgepipe.models import checkpoints, pretrained
+from edgepipe.models.module_sources import module_source_files
+from edgepipe.models.onnx_io import describe_onnx
+from edgepipe.models.package_files import is_package_reference, package_file
+from edgepipe.models.torch_model import data_config_of, import_callable, save_torch_model
 from edgepipe.stages.base import (
     ArtifactKind,
     FieldError,
@@ -21,10 +25,6 @@ from edgepipe.stages.base import (
     StageSpec,
     register_stage,
 )
-from edgepipe.stages.module_sources import module_source_files
-from edgepipe.stages.onnx_io import describe_onnx
-from edgepipe.stages.package_files import is_package_reference, package_file
-from edgepipe.stages.torch_model import data_config_of, import_callable, save_torch_model
 
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _SOURCE_FIELDS = {

@@ -17,9 +17,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgepipe.errors import StageError
-from edgepipe.stages import transforms
+from edgepipe.models import transforms
+from edgepipe.models.torch_model import BUILDER_FILE, WEIGHTS_FILE, rebuild, save_torch_model
 from edgepipe.stages.base import ArtifactKind, SingleInputSpec, Stage, StageContext, register_stage
-from edgepipe.stages.torch_model import BUILDER_FILE, WEIGHTS_FILE, rebuild, save_torch_model
 
 _METHODS = {
     "auto": ("timm-reparameterize", "fuse-conv-bn"),

@@ -10,6 +10,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgepipe.errors import StageError, summarize_exception
+from edgepipe.models.onnx_io import (
+    ONNX_FILE,
+    copy_model_files,
+    describe_onnx,
+    image_axes,
+    remove_model_files,
+)
 from edgepipe.stages.base import (
     Artifact,
     ArtifactKind,
@@ -17,13 +24,6 @@ from edgepipe.stages.base import (
     Stage,
     StageContext,
     register_stage,
-)
-from edgepipe.stages.onnx_io import (
-    ONNX_FILE,
-    copy_model_files,
-    describe_onnx,
-    image_axes,
-    remove_model_files,
 )
 
 

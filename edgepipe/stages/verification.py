@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from edgepipe.errors import StageError
+from edgepipe.imaging.samples import fit_fixed_size, raw_pixels
+from edgepipe.models.onnx_io import ONNX_FILE
+from edgepipe.models.torch_model import forward_numpy, rebuild
 from edgepipe.stages.base import Artifact, ArtifactKind, Stage, StageSpec
-from edgepipe.stages.onnx_io import ONNX_FILE
-from edgepipe.stages.samples import fit_fixed_size, raw_pixels
-from edgepipe.stages.torch_model import forward_numpy, rebuild
 
 _TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 

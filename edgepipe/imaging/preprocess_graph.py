@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgepipe.stages.resample_graph import nearest, resize_crop
+from edgepipe.imaging.resample_graph import nearest, resize_crop
 
 OUTPUT = "preprocess/tensor"  # the preprocessing graph's output: the model's input once joined
 RESIZED_SIZE = "preprocess/resized_size"  # [height, width] timm resizes the image to

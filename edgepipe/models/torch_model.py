@@ -47,7 +47,7 @@ def rebuild(artifact_dir: Path, recipe_dir: Path) -> Any:
 
     builder = json.loads((artifact_dir / BUILDER_FILE).read_text())
     module = _construct(builder, recipe_dir)
-    from edgepipe.stages import transforms
+    from edgepipe.models import transforms
 
     # transforms change the structure; replay them so the stored (transformed) weights fit
     for name in builder.get("transforms", []):

@@ -9,15 +9,15 @@ import os
 from typing import Any
 
 from edgepipe.env import machine_fingerprint, tool_versions
-from edgepipe.stages._bench_runtimes import (
+from edgepipe.imaging.samples import load_images
+from edgepipe.stages.base import ARTIFACT_FILE, Artifact, ArtifactKind, StageContext
+from edgepipe.stages.benchmark.targets import (
     open_target,
     prepare_batches,
     time_gpu_preprocessing,
     time_preprocessing,
 )
-from edgepipe.stages._timing import measure
-from edgepipe.stages.base import ARTIFACT_FILE, Artifact, ArtifactKind, StageContext
-from edgepipe.stages.samples import load_images
+from edgepipe.stages.benchmark.timing import measure
 
 
 def default_threads() -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.errors import StageError
+from edgepipe.imaging.samples import raw_pixels
 from edgepipe.stages.base import Artifact, ArtifactKind
-from edgepipe.stages.samples import raw_pixels
 from edgepipe.stages.verification import timm_eval_transform
 
 # Composed models take camera-sized frames; one size for all keeps batches stackable.
@@ -49,7 +49,7 @@ class _TorchEager(BenchTarget):
     def __init__(self, artifact: Artifact, threads: int, recipe_dir: Path):
         import torch
 
-        from edgepipe.stages.torch_model import rebuild
+        from edgepipe.models.torch_model import rebuild
 
         super().__init__(artifact, threads)
         torch.set_num_threads(threads)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgepipe.stages.graph_join import join
-from edgepipe.stages.onnx_io import ONNX_FILE
-from edgepipe.stages.preprocess_graph import OUTPUT
+from edgepipe.imaging.graph_join import join
+from edgepipe.imaging.preprocess_graph import OUTPUT
+from edgepipe.models.onnx_io import ONNX_FILE
 
 NETWORK_INPUT = "network_input"
 _POSTPROCESS = "postprocess/"

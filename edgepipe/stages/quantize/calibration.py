@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgepipe.errors import StageError
-from edgepipe.stages.samples import (
+from edgepipe.imaging.samples import (
     IMAGE_SUFFIXES,
     describe_images,
     find_images,

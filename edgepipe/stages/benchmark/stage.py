@@ -176,7 +176,7 @@ class BenchmarkStage(Stage):
         return extra
 
     def run(self, spec: BenchmarkSpec, ctx: StageContext) -> dict[str, Any]:
-        from edgepipe.stages._bench_measure import measure_all
+        from edgepipe.stages.benchmark.measure import measure_all
 
         *given, reference = ctx.inputs
         runnable = [a for a in given if a.kind in _RUNNABLE]
@@ -193,7 +193,7 @@ class BenchmarkStage(Stage):
 
 
 def _write(report: dict[str, Any], spec: BenchmarkSpec, ctx: StageContext) -> None:
-    from edgepipe.stages._bench_tables import compare_to_baseline, markdown_table, write_plot
+    from edgepipe.stages.benchmark.tables import compare_to_baseline, markdown_table, write_plot
 
     table = markdown_table(report)
     (ctx.out_dir / "benchmark.json").write_text(json.dumps(report, indent=2, sort_keys=True))

@@ -9,7 +9,7 @@ __all__ = ["append_postprocess", "join", "tensor_dims"]
 from typing import Any
 
 from edgepipe.errors import StageError
-from edgepipe.stages.preprocess_graph import OUTPUT
+from edgepipe.imaging.preprocess_graph import OUTPUT
 
 _INT64 = 7  # onnx.TensorProto.INT64; onnx is imported lazily
 

@@ -14,7 +14,7 @@ __all__ = [
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgepipe.stages.metrics import DECIDED_MARGIN
+from edgepipe.stages.parity.metrics import DECIDED_MARGIN
 
 
 class Thresholds(BaseModel):

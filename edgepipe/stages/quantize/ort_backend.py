@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.errors import StageError, summarize_exception
+from edgepipe.models.onnx_io import ONNX_FILE, describe_onnx
 from edgepipe.stages.base import Artifact, StageContext
-from edgepipe.stages.calibration import calibration_samples
-from edgepipe.stages.network_split import NETWORK_INPUT, is_composed, join_network, split_composed
-from edgepipe.stages.onnx_io import ONNX_FILE, describe_onnx
+from edgepipe.stages.quantize.calibration import calibration_samples
+from edgepipe.stages.quantize.network_split import (
+    NETWORK_INPUT,
+    is_composed,
+    join_network,
+    split_composed,
+)
 
 _STATIC_OPS = ["Conv", "MatMul", "Gemm"]
 # Dynamic Conv becomes ConvInteger, ~3x slower than fp32 (MEASUREMENTS #3): leave it float.
@@ -192,7 +197,7 @@ class OrtBackend:
 
     def sensitive_nodes(self, tried, samples: list[Any]) -> list[tuple[str, float]]:
         """(node, dB lost) of a QDQ candidate's quantized nodes, most costly first."""
-        from edgepipe.stages._ort_sensitivity import sensitive_nodes
+        from edgepipe.stages.quantize.ort_sensitivity import sensitive_nodes
 
         if self.spec.onnxruntime.format != "QDQ":  # QOperator graphs hide the activations
             return []

@@ -12,17 +12,17 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgepipe.errors import StageError
+from edgepipe.imaging.samples import BUNDLED_PHOTO_TOOLS, describe_images, load_images
 from edgepipe.stages.base import StageContext, register_stage
-from edgepipe.stages.parity_compare import Comparison, compare
-from edgepipe.stages.parity_gates import (
+from edgepipe.stages.parity.compare import Comparison, compare
+from edgepipe.stages.parity.gates import (
     GATED_INPUTS,
     Thresholds,
     breaches,
     gates_for,
     worst_cosine,
 )
-from edgepipe.stages.parity_report import metric_table, sample_table
-from edgepipe.stages.samples import BUNDLED_PHOTO_TOOLS, describe_images, load_images
+from edgepipe.stages.parity.tables import metric_table, sample_table
 from edgepipe.stages.verification import (
     TorchReference,
     VerificationSpec,

@@ -25,7 +25,7 @@ from typing import Any
 
 from edgepipe.errors import StageError
 from edgepipe.stages.base import StageContext
-from edgepipe.stages.quantize_target import CandidateCheck, Fidelity, time_ms
+from edgepipe.stages.quantize.target import CandidateCheck, Fidelity, time_ms
 
 REPORT_FILE = "quantization.md"
 

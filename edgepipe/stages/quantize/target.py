@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgepipe.imaging.samples import load_images
 from edgepipe.stages.base import Artifact, ArtifactKind, FieldError
-from edgepipe.stages.calibration import model_inputs
-from edgepipe.stages.parity_gates import Thresholds, breaches, gates_for
-from edgepipe.stages.samples import load_images
+from edgepipe.stages.parity.gates import Thresholds, breaches, gates_for
+from edgepipe.stages.quantize.calibration import model_inputs
 from edgepipe.stages.verification import open_candidate
 
 
@@ -134,7 +134,7 @@ class CandidateCheck:
         return self._parity(outputs, candidate, precision)
 
     def _parity(self, outputs: list, candidate: Any, precision: str) -> Fidelity:
-        from edgepipe.stages.parity_compare import compare
+        from edgepipe.stages.parity.compare import compare
 
         gates = gates_for(precision, self.target.thresholds, self.trained)
         compared = compare(self.names, self.reference, outputs, candidate, gates["decided_margin"])

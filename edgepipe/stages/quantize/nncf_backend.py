@@ -15,9 +15,9 @@ from typing import Any
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.stages.base import Artifact, StageContext
-from edgepipe.stages.calibration import calibration_samples
 from edgepipe.stages.convert_openvino import IR_FILE, describe_ir
-from edgepipe.stages.network_split import is_composed
+from edgepipe.stages.quantize.calibration import calibration_samples
+from edgepipe.stages.quantize.network_split import is_composed
 
 # An attention block: OpenVINO's frontends fuse it to ScaledDotProductAttention, or leave
 # MatMul → Softmax → MatMul. A Softmax that feeds no MatMul (a classifier's post-processing
@@ -124,7 +124,7 @@ class NncfBackend:
     def sensitive_nodes(self, tried, samples: list[Any]) -> list[tuple[str, float]]:
         """(op name, dB lost) of the ops NNCF quantized, most costly first (see
         ``_ov_sensitivity``)."""
-        from edgepipe.stages._ov_sensitivity import sensitive_ops
+        from edgepipe.stages.quantize.ov_sensitivity import sensitive_ops
 
         return sensitive_ops(self.model_path, tried.folder / IR_FILE, samples)
 

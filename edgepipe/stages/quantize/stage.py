@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgepipe.imaging.samples import BUNDLED_PHOTO_TOOLS
 from edgepipe.stages.base import (
     ARTIFACT_FILE,
     ArtifactKind,
@@ -25,13 +26,12 @@ from edgepipe.stages.base import (
     StageSpec,
     register_stage,
 )
-from edgepipe.stages.calibration import (
+from edgepipe.stages.quantize.calibration import (
     CalibrationSpec,
     calibration_problems,
     describe_calibration,
 )
-from edgepipe.stages.quantize_target import AccuracyTarget
-from edgepipe.stages.samples import BUNDLED_PHOTO_TOOLS
+from edgepipe.stages.quantize.target import AccuracyTarget
 
 
 class OrtOptions(BaseModel):
@@ -220,10 +220,10 @@ class QuantizeStage(Stage):
 
     def run(self, spec: QuantizeSpec, ctx: StageContext) -> dict[str, Any]:
         if spec.backend == "openvino":
-            from edgepipe.stages._nncf import NncfBackend as Backend
+            from edgepipe.stages.quantize.nncf_backend import NncfBackend as Backend
         else:
-            from edgepipe.stages._ort_quantize import OrtBackend as Backend
-        from edgepipe.stages.quantize_recovery import quantize_with_target
+            from edgepipe.stages.quantize.ort_backend import OrtBackend as Backend
+        from edgepipe.stages.quantize.recovery import quantize_with_target
 
         backend = Backend(spec, ctx.inputs[0], ctx)
         try:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgepipe.stages.metrics import agreement, per_sample, softmax
-from edgepipe.stages.parity_report import class_namer
+from edgepipe.stages.parity.metrics import agreement, per_sample, softmax
+from edgepipe.stages.parity.tables import class_namer
 
 
 @dataclass
