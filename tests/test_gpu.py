@@ -293,7 +293,7 @@ def test_ep_context_wrapper_of_a_plan(tmp_path):
     import onnx
 
     from edgepipe.models.onnx_io import describe_onnx
-    from edgepipe.stages._cuda_io import wrap_plan
+    from edgepipe.stages.build_trt_cache.engines import wrap_plan
 
     model = tiny_onnx(tmp_path)
     (tmp_path / "model.plan").write_bytes(b"not a real engine")

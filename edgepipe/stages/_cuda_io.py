@@ -1,4 +1,4 @@
-"""TensorRT/CUDA at run time: engine builds through ONNX Runtime, GPU sessions, IO binding (ORT's
+"""TensorRT/CUDA at run time: GPU sessions, IO binding (ORT's
 "I/O Binding" page: ``io_binding()``, ``OrtValue.ortvalue_from_numpy(a, "cuda", id)``,
 ``bind_output(name, "cuda")``, ``run_with_iobinding``), and timm's eval transform as matrix
 products (CuPy or NumPy) with Pillow's resize weights (``Resample.c``: support scaled by the
@@ -9,10 +9,9 @@ from __future__ import annotations
 __all__ = [
     "IoBindingRunner",
     "TimmPreprocessor",
-    "build_engines",
+    "cuda_session",
     "open_gpu_session",
     "resample_weights",
-    "wrap_plan",
 ]
 
 import functools
@@ -27,7 +26,6 @@ from edgepipe.imaging.preprocess_graph import Preprocessing
 from edgepipe.models.onnx_io import ONNX_FILE
 
 _PRECISION_BITS = 32 - 8 - 2  # Pillow Resample.c, 8 bits per channel
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}
 
 
 def _bicubic(x: float, a: float = -0.5) -> float:
@@ -130,7 +128,7 @@ class TimmPreprocessor:
         return self.xp.clip(self.xp.floor((sums + half) / (1 << _PRECISION_BITS)), 0, 255)
 
 
-def _session(model: Path, options: Any, trt_options: dict[str, str], device: str) -> Any:
+def cuda_session(model: Path, options: Any, trt_options: dict[str, str], device: str) -> Any:
     """TensorRT first, CUDA for the nodes TensorRT does not take (ORT's TensorRT EP page)."""
     import onnxruntime as ort
 
@@ -170,81 +168,14 @@ def open_gpu_session(path: Path, meta: dict[str, Any], threads: int | None = Non
     if trt.get("ep_context_model"):
         # onnx_ctx_model_helper.h (EPCONTEXT_WARNING): no graph optimisation loads it fastest
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return _session(
+        return cuda_session(
             path / trt["ep_context_model"], options, {"device_id": device}, device
         ), None
     keepalive = tempfile.TemporaryDirectory(prefix="edgepipe-trt-")
     cache = Path(keepalive.name) / trt.get("engine_cache", "trt_engines")
     shutil.copytree(path / cache.name, cache)
     trt_options = {**trt.get("runtime_options", {}), "trt_engine_cache_path": str(cache)}
-    return _session(path / ONNX_FILE, options, trt_options, device), keepalive
-
-
-def _profile_feeds(session: Any, profiles: dict[str, dict]) -> dict[str, dict[str, Any]]:
-    """Seeded random inputs at each profile's min, opt and max shape (fixed inputs as they are)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    feeds: dict[str, dict[str, Any]] = {}
-    for which in ("min", "opt", "max"):
-        feeds[which] = {}
-        for value in session.get_inputs():
-            shape = profiles[value.name][which] if value.name in profiles else value.shape
-            dtype = np.dtype(_ORT_DTYPES.get(value.type, "float32"))
-            draw = rng.integers(0, 256, shape) if dtype.kind in "ui" else rng.standard_normal(shape)
-            feeds[which][value.name] = draw.astype(dtype)
-    return feeds
-
-
-def build_engines(model: Path, trt_options: dict[str, str], profiles: dict, log: Any) -> None:
-    """Run ``model`` on TensorRT at each profile shape, building the engine into the cache
-    ``trt_options`` names; reopen a dumped EP-context model as consumers will: same outputs?"""
-    import numpy as np
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = _session(model, options, trt_options, trt_options["device_id"])
-    feeds = _profile_feeds(session, profiles)
-    for which in ("min", "opt", "max"):  # the first run at a shape builds what it needs
-        outputs = session.run(None, feeds[which])
-        log.info("ran at the %s shapes %s", which, {k: v.shape for k, v in feeds[which].items()})
-        if not all(np.isfinite(np.asarray(o, dtype=np.float64)).all() for o in outputs):
-            fp16 = trt_options.get("trt_fp16_enable") == "True"
-            hint = ": FP16 overflows in this model, set fp16: false" if fp16 else ""
-            raise StageError(f"the engine computed NaN/inf at the {which} shapes{hint}")
-    del session
-    ctx_file = Path(trt_options.get("trt_ep_context_file_path", ""))
-    if ctx_file.is_file():
-        meta = {"trt": {"ep_context_model": ctx_file.name, "device_id": trt_options["device_id"]}}
-        reloaded, _ = open_gpu_session(model.parent, meta)
-        for got, want in zip(reloaded.run(None, feeds["max"]), outputs, strict=True):
-            if not np.allclose(got, want, rtol=1e-3, atol=1e-3):
-                gap = float(np.abs(got - want).max())
-                raise StageError(f"the EP-context model differs by {gap:.3g}: ep_context: false")
-
-
-def wrap_plan(plan: Path, model: Path, meta: dict[str, Any]) -> None:
-    """``model_ctx.onnx`` around a TensorRT plan, as ORT's gen_trt_engine_wrapper_onnx_model.py
-    writes it; inputs and outputs are those of the ONNX model the plan was parsed from."""
-    import numpy as np
-    import onnx
-    from onnx import helper
-
-    def value(v: dict[str, Any]) -> Any:
-        dtype = helper.np_dtype_to_tensor_dtype(np.dtype(v["dtype"]))
-        return helper.make_tensor_value_info(v["name"], dtype, v["shape"])
-
-    ins, outs = [value(v) for v in meta["inputs"]], [value(v) for v in meta["outputs"]]
-    # embed_mode 0: ep_cache_context is the plan's path, relative to the context model
-    attrs = {"domain": "com.microsoft", "embed_mode": 0, "ep_cache_context": plan.name}
-    node = helper.make_node("EPContext", [i.name for i in ins], [o.name for o in outs], **attrs)
-    source = onnx.load(str(model), load_external_data=False)  # its IR/opset: ORT accepts those
-    ops = [o for o in source.opset_import if o.domain != "com.microsoft"]
-    ops.append(helper.make_opsetid("com.microsoft", 1))
-    graph = helper.make_graph([node], "trt_engine_wrapper", ins, outs)
-    wrapper = helper.make_model(graph, opset_imports=ops, ir_version=source.ir_version)
-    onnx.save(wrapper, str(plan.parent / "model_ctx.onnx"))
+    return cuda_session(path / ONNX_FILE, options, trt_options, device), keepalive
 
 
 class IoBindingRunner:

@@ -28,9 +28,16 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
+from edgepipe.stages.build_trt_cache.engines import (
+    PLAN_FILE,
+    TIMING_DIR,
+    build_engines,
+    build_native,
+    check_int8,
+)
 
-ENGINE_DIR, TIMING_DIR, CTX_FILE = "trt_engines", "trt_timing", "model_ctx.onnx"
-PLAN_FILE, METADATA_FILE, PROVIDER = "model.plan", "trt_metadata.json", "TensorrtExecutionProvider"
+ENGINE_DIR, CTX_FILE = "trt_engines", "model_ctx.onnx"
+METADATA_FILE, PROVIDER = "trt_metadata.json", "TensorrtExecutionProvider"
 _WHICH = ("min", "opt", "max")
 
 
@@ -200,14 +207,12 @@ class BuildTrtCacheStage(Stage):
         if table := spec.calibration_table:  # ORT reads it from the engine cache folder
             shutil.copyfile(ctx.resolve(table), out / ENGINE_DIR / table.name)
         profiles = _profiles(spec, source.meta)
-        _check_int8(spec, out / ONNX_FILE)
+        check_int8(spec, out / ONNX_FILE)
         if spec.timing_cache:
             (out / TIMING_DIR).mkdir()
         if spec.engine == "native":
-            _build_native(spec, out, profiles, source.meta)
+            build_native(spec, out, profiles, source.meta)
         else:
-            from edgepipe.stages._cuda_io import build_engines
-
             options = trt_provider_options(spec, out, profiles)
             build_engines(out / ONNX_FILE, options, profiles, ctx.log)
         if spec.ep_context and not (out / CTX_FILE).is_file():
@@ -245,57 +250,3 @@ def _profiles(spec: BuildTrtCacheSpec, meta: dict[str, Any]) -> dict[str, dict[s
     if missing := [n for n in dynamic if n not in profiles]:
         raise StageError(f"profiles must cover every dynamic input; missing: {', '.join(missing)}")
     return profiles
-
-
-def _check_int8(spec: BuildTrtCacheSpec, model: Path) -> None:
-    """INT8 needs scales: Q/DQ nodes, or a calibration table (TensorRT refuses both at once)."""
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False).graph
-    qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
-    if spec.int8 and not qdq and spec.calibration_table is None:
-        raise StageError("int8 needs a QDQ model (quantize stage) or calibration_table")
-    if qdq and spec.calibration_table is not None:
-        raise StageError("the model has Q/DQ nodes: TensorRT refuses a calibration table for it")
-
-
-def _build_native(spec: BuildTrtCacheSpec, out: Path, profiles: dict, meta: dict) -> None:
-    """model.plan from TensorRT's builder (Builder, OnnxParser, IBuilderConfig, profiles)."""
-    import tensorrt as trt
-
-    if spec.device_id:  # TensorRT builds on the calling thread's current CUDA device
-        import cupy
-
-        cupy.cuda.Device(spec.device_id).use()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(out / ONNX_FILE)):  # reads external data beside it
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise StageError(f"TensorRT's ONNX parser rejected the model: {errors[:600]}")
-    config = builder.create_builder_config()
-    if spec.max_workspace_size:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.max_workspace_size)
-    config.builder_optimization_level = spec.builder_optimization_level
-    for wanted, flag in ((spec.fp16, trt.BuilderFlag.FP16), (spec.int8, trt.BuilderFlag.INT8)):
-        if wanted:
-            config.set_flag(flag)
-    if profiles:
-        profile = builder.create_optimization_profile()
-        for name, shapes in profiles.items():
-            profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
-        config.add_optimization_profile(profile)
-    if spec.timing_cache:
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise StageError("TensorRT could not build an engine (its log above says why)")
-    (out / PLAN_FILE).write_bytes(bytes(serialized))
-    if spec.timing_cache:
-        timing = config.get_timing_cache().serialize()
-        (out / TIMING_DIR / "timing.cache").write_bytes(bytes(timing))
-    if spec.ep_context:
-        from edgepipe.stages._cuda_io import wrap_plan
-
-        wrap_plan(out / PLAN_FILE, out / ONNX_FILE, meta)
