@@ -68,12 +68,11 @@ def run(
     Each stage that runs does so in a child process, so its memory is returned when it ends.
     """
     from edgepipe.cli_display import RunDisplay
-    from edgepipe.lockfile import recorded_settings
+    from edgepipe.lockfile import lock_path, recorded_settings
     from edgepipe.runner import Runner
 
     graph = load_graph(recipe)
     selected = graph.select(only, until)
-    _check_force(graph, force, selected)
     target = out_dir or Path("build") / graph.recipe.name
     store = open_cache(cache)
     if check:
@@ -89,14 +88,11 @@ def run(
             remote=open_remote(remote, store),
             jobs=jobs,
             recorded=recorded_settings(recipe),
+            lock_file=lock_path(recipe) if lock else None,
         )
         result = runner.run(selected)
     built = sum(r.outcome == "built" for r in result.stages)
     err.print(f"[green]done[/]: {built} built, {len(result.stages) - built} cached → {target}")
-    if lock and not only and not until:
-        from edgepipe.lockfile import lock_path, recipe_lock, write_lock
-
-        write_lock(lock_path(recipe), recipe_lock(graph, runner.planner, target))
 
 
 @app.command()
@@ -114,7 +110,6 @@ def plan(
 
     graph = load_graph(recipe)
     selected = graph.select(only, until)
-    _check_force(graph, force, selected)
     store = open_cache(cache)
     plans = Planner(graph, store, set(force or []), open_remote(remote, store)).plan(selected)
     if as_json:
@@ -207,17 +202,6 @@ def stages(
         raise typer.BadParameter(f"unknown stage type; known: {', '.join(sorted(known))}")
     for name in [stage_type] if stage_type else sorted(known):
         out.print(stage_table(known[name]))
-
-
-def _check_force(graph, force: list[str] | None, selected: list[str]) -> None:
-    if force:
-        graph.select(only=force)  # raises a readable error for unknown ids
-        outside = [stage_id for stage_id in force if stage_id not in selected]
-        if outside:
-            raise typer.BadParameter(
-                f"--force {outside[0]}: that stage is not selected by --only/--until, "
-                "so it would not run"
-            )
 
 
 register_lock_commands(app)

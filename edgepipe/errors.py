@@ -18,6 +18,7 @@ __all__ = [
     "StageError",
     "StageFailure",
     "StageInterrupted",
+    "UsageError",
     "summarize_exception",
 ]
 
@@ -129,6 +130,12 @@ class DriftError(EdgepipeError):
             + "\n".join(f"  {d}" for d in differences)
             + "\nrun `edgepipe run` and commit the updated lockfile"
         )
+
+
+class UsageError(EdgepipeError):
+    """Command-line choices that cannot work together (e.g. --force of an unselected stage)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class CacheError(EdgepipeError):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from edgepipe.cache import ActionRecord, Cache, action_key, canonical_json
 from edgepipe.cache.remote import RemoteCache, RemoteCacheError
 from edgepipe.env import tool_versions
+from edgepipe.errors import UsageError
 from edgepipe.graph import PipelineGraph
 from edgepipe.key_documents import explain, key_document
 
@@ -127,6 +128,16 @@ class Planner:
         self._note_damage(plan)
         return plan
 
+    def _check_force(self, selected: list[str]) -> None:
+        if not self.force:
+            return
+        self.graph.select(only=sorted(self.force))  # a readable error for an unknown id
+        if outside := sorted(self.force - set(selected)):
+            raise UsageError(
+                f"--force {outside[0]}: that stage is not selected by --only/--until, "
+                "so it would not run"
+            )
+
     def _note_damage(self, plan: StagePlan) -> None:
         damage = self.cache.damaged.get(plan.key)
         if damage:
@@ -134,7 +145,13 @@ class Planner:
             plan.warnings = [f"the cached output was corrupt ({damage}): removed and rebuilt"]
 
     def plan(self, selected: list[str]) -> list[StagePlan]:
-        """Plans for ``selected`` (in order); unselected ancestors are looked up, never run."""
+        """Plans for ``selected`` (in order); unselected ancestors are looked up, never run.
+
+        Raises:
+            GraphError: ``--force`` names a stage the recipe does not have.
+            UsageError: ``--force`` names a stage that is not selected, so it would not run.
+        """
+        self._check_force(selected)
         needed = set(selected)
         for stage_id in selected:
             needed |= self.graph.ancestors(stage_id)

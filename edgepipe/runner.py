@@ -43,6 +43,7 @@ class Runner:
         remote: RemoteCache | None = None,
         jobs: int = 1,
         recorded: dict[str, dict[str, Any]] | None = None,
+        lock_file: Path | None = None,
     ):
         self.graph = graph
         self.cache = cache
@@ -54,6 +55,8 @@ class Runner:
         # redirects: two at once would swap each other's logs
         self.jobs = jobs if isolate else 1
         self.builder = StageBuilder(graph, cache, out_dir, isolate, recorded or {})
+        # written after a successful run of every stage: the lockfile describes whole recipes
+        self.lock_file = lock_file
 
     def preflight(self, plans: list[StagePlan]) -> None:
         """Check every stage that will run before any runs; one error lists all problems."""
@@ -120,6 +123,10 @@ class Runner:
         if failures:
             skipped = [r.stage_id for r in results if r.outcome == "skipped"]
             raise StageFailure(failures, skipped)
+        if self.lock_file is not None and set(selected) == set(self.graph.order()):
+            from edgepipe.lockfile import recipe_lock, write_lock
+
+            write_lock(self.lock_file, recipe_lock(self.graph, self.planner, self.out_dir))
         return RunResult(self.out_dir, results)
 
     def _refuse_builds_in_read_only_cache(self, plans: list[StagePlan]) -> None:
