@@ -12,6 +12,7 @@ __all__ = ["StageBuilder", "private_copy"]
 import errno
 import json
 import os
+import shutil
 import time
 import traceback
 from datetime import UTC, datetime
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.cache import ActionRecord, Cache
-from edgepipe.cache._layout import remove_any
 from edgepipe.errors import EdgepipeError, StageError, StageInterrupted, summarize_exception
 from edgepipe.executor import StageOutcome, run_in_process, run_isolated
 from edgepipe.graph import PipelineGraph
@@ -89,7 +89,8 @@ class StageBuilder:
                 raise
             raise StageError(f"{full}: {self.failure_message(plan.stage_id, exc)}") from exc
         finally:
-            remove_any(workdir)
+            # never raises: a cleanup error must not replace the stage's own result or error
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def failure_message(self, stage_id: str, exc: Exception) -> str:
         """One line for the user; a library's traceback goes to a log file beside the outputs."""

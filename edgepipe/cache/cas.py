@@ -206,7 +206,9 @@ class ContentStore(CacheLayout):
                 return False
             if time.time() - path.stat().st_mtime > _REFRESH_AFTER_S:
                 os.utime(path)
-                self.signatures.remember(path, digest)
+            # just hashed: the next cached run need not hash it again (an object stored before
+            # signatures were remembered gets one now)
+            self.signatures.remember(path, digest)
         except FileNotFoundError:
             return False
         except PermissionError:
