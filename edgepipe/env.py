@@ -6,9 +6,16 @@ fully cached run stays free of torch & co.
 
 from __future__ import annotations
 
-__all__ = ["cpu_model", "distribution_version", "machine_fingerprint", "tool_versions"]
+__all__ = [
+    "cpu_model",
+    "distribution_version",
+    "machine_fingerprint",
+    "missing_modules",
+    "tool_versions",
+]
 
 import functools
+import importlib.util
 import os
 import platform
 from importlib import metadata
@@ -48,3 +55,21 @@ def machine_fingerprint() -> dict[str, object]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
     }
+
+
+_IMPORT_NAMES = {
+    "onnxruntime-gpu": "onnxruntime",
+    "scikit-image": "skimage",
+    "pyyaml": "yaml",
+    "pillow": "PIL",
+}
+
+
+def missing_modules(distributions: tuple[str, ...]) -> list[str]:
+    """Distributions whose top-level module cannot be found; does not import them."""
+    missing = []
+    for dist in distributions:
+        module = _IMPORT_NAMES.get(dist, dist.replace("-", "_"))
+        if importlib.util.find_spec(module) is None:
+            missing.append(dist)
+    return missing

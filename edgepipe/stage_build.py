@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgepipe.artifacts import ARTIFACT_FILE, Artifact
 from edgepipe.cache import ActionRecord, Cache
 from edgepipe.errors import EdgepipeError, StageError, StageInterrupted, summarize_exception
 from edgepipe.executor import StageOutcome, run_in_process, run_isolated
 from edgepipe.graph import PipelineGraph
 from edgepipe.planner import StagePlan, index_name
-from edgepipe.stages.base import ARTIFACT_FILE, Artifact
 
 # Below this much free space, a failed stage is reported as "disk full": a write that runs
 # out of space fills the disk to the last block, so what is left is far less than this.

@@ -312,7 +312,7 @@ def test_ep_context_wrapper_of_a_plan(tmp_path):
 def test_io_binding_runner_on_the_cpu_provider(tmp_path):
     import onnxruntime as ort
 
-    from edgepipe.stages._cuda_io import IoBindingRunner
+    from edgepipe.runtimes.cuda_sessions import IoBindingRunner
 
     session = ort.InferenceSession(str(tiny_onnx(tmp_path)), providers=["CPUExecutionProvider"])
     batches = [np.random.default_rng(i).standard_normal((2, 3, 32, 32), np.float32) for i in (0, 1)]
@@ -333,9 +333,9 @@ CONFIGS = [
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c["interpolation"])
 def test_matrix_preprocessing_equals_timms_pil_transform(config):
+    from edgepipe.imaging.gpu_preprocessing import TimmPreprocessor
     from edgepipe.imaging.samples import load_images
-    from edgepipe.stages._cuda_io import TimmPreprocessor
-    from edgepipe.stages.verification import timm_eval_transform
+    from edgepipe.imaging.timm_eval import timm_eval_transform
 
     config = {**config, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
     reference, ours = timm_eval_transform(config), TimmPreprocessor(config)
@@ -375,7 +375,7 @@ def cosine(a, b) -> float:
 def test_fp16_engine_matches_onnxruntime_cpu(tmp_path, fields):
     import onnxruntime as ort
 
-    from edgepipe.stages.verification import GpuOnnxCandidate
+    from edgepipe.runtimes import open_runtime
 
     artifact, model = build(tmp_path, **fields)
     assert artifact.meta["precision"] == "fp16" and any(
@@ -383,7 +383,7 @@ def test_fp16_engine_matches_onnxruntime_cpu(tmp_path, fields):
     )
     assert (artifact.meta["trt"]["ep_context_model"] is None) == ("ep_context" in fields)
     cpu = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    candidate = GpuOnnxCandidate(artifact)
+    candidate = open_runtime(artifact)
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32), np.float32)
         assert cosine(candidate.forward(x)[0], cpu.run(None, {"input": x})[0]) > 0.999
@@ -392,7 +392,7 @@ def test_fp16_engine_matches_onnxruntime_cpu(tmp_path, fields):
 @pytest.mark.gpu
 @needs_gpu
 def test_io_binding_run_on_the_gpu(tmp_path):
-    from edgepipe.stages._cuda_io import IoBindingRunner, open_gpu_session
+    from edgepipe.runtimes.cuda_sessions import IoBindingRunner, open_gpu_session
 
     artifact, _ = build(tmp_path)
     session, _keepalive = open_gpu_session(artifact.path, artifact.meta)
@@ -407,12 +407,12 @@ def test_io_binding_run_on_the_gpu(tmp_path):
 @needs_gpu
 def test_native_plan_runs_through_its_ep_context_wrapper(tmp_path):
     pytest.importorskip("tensorrt", reason="engine: native needs the tensorrt Python package")
-    from edgepipe.stages.verification import GpuOnnxCandidate
+    from edgepipe.runtimes import open_runtime
 
     artifact, _ = build(tmp_path, engine="native")
     assert (tmp_path / "out/model.plan").stat().st_size > 0
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), np.float32)
-    assert GpuOnnxCandidate(artifact).forward(x)[0].shape == (2, 10)
+    assert open_runtime(artifact).forward(x)[0].shape == (2, 10)
 
 
 @pytest.mark.gpu
@@ -421,8 +421,8 @@ def test_cupy_preprocessing_matches_numpy():
     pytest.importorskip("cupy", reason="GPU preprocessing needs cupy-cuda12x")
     import cupy
 
+    from edgepipe.imaging.gpu_preprocessing import TimmPreprocessor
     from edgepipe.imaging.samples import load_images
-    from edgepipe.stages._cuda_io import TimmPreprocessor
 
     config = {**CONFIGS[0], "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
     on_host, on_gpu = TimmPreprocessor(config), TimmPreprocessor(config, device_id=0)

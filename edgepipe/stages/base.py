@@ -16,6 +16,8 @@ __all__ = [
     "MultiInputSpec",
     "SingleInputSpec",
     "Stage",
+    "VerificationSpec",
+    "VerificationStage",
     "StageContext",
     "StageSpec",
     "get_stage",
@@ -24,30 +26,17 @@ __all__ = [
     "registered_stages",
 ]
 
-import importlib.util
-import json
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgepipe.artifacts import Artifact, ArtifactKind
+from edgepipe.env import missing_modules
 from edgepipe.strict_fields import FieldError, StrictScalars
-
-ARTIFACT_FILE = "artifact.json"
-
-
-class ArtifactKind(StrEnum):
-    """What a stage produces; checked between stages when the graph is built."""
-
-    TORCH_MODEL = "torch-model"
-    ONNX_MODEL = "onnx-model"
-    OPENVINO_IR = "openvino-ir"
-    TORCHSCRIPT = "torchscript"
-    REPORT = "report"
 
 
 class Resources(BaseModel):
@@ -124,23 +113,6 @@ class MultiInputSpec(StageSpec):
     inputs: list[str] = Field(
         min_length=1, description="Ids of the upstream stages whose artifacts this stage consumes."
     )
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A stage output handed to a downstream stage: a directory plus its ``artifact.json``."""
-
-    kind: ArtifactKind
-    path: Path
-    meta: dict[str, Any]
-    stage_id: str
-    digest: str = ""
-    """Content digest of the artifact: how reports refer to it without naming stage ids."""
-
-    @classmethod
-    def read(cls, path: Path, stage_id: str, digest: str = "") -> Artifact:
-        doc = json.loads((path / ARTIFACT_FILE).read_text())
-        return cls(ArtifactKind(doc["kind"]), path, doc["meta"], stage_id, digest)
 
 
 @dataclass
@@ -226,22 +198,32 @@ class Stage(ABC):
         return None
 
 
-_IMPORT_NAMES = {
-    "onnxruntime-gpu": "onnxruntime",
-    "scikit-image": "skimage",
-    "pyyaml": "yaml",
-    "pillow": "PIL",
-}
+class VerificationSpec(StageSpec):
+    """Fields every stage that checks an artifact against its torch model has."""
+
+    input_fields: ClassVar[tuple[str, ...]] = ("input", "reference")
+
+    input: str = Field(description="Id of the stage whose artifact is checked.")
+    reference: str | None = Field(
+        default=None,
+        description="Id of the torch-model stage to compare with; default: the nearest "
+        "torch-model ancestor of `input` (its load or reparameterize stage).",
+    )
 
 
-def missing_modules(distributions: tuple[str, ...]) -> list[str]:
-    """Distributions whose top-level module cannot be found; does not import them."""
-    missing = []
-    for dist in distributions:
-        module = _IMPORT_NAMES.get(dist, dist.replace("-", "_"))
-        if importlib.util.find_spec(module) is None:
-            missing.append(dist)
-    return missing
+class VerificationStage(Stage):
+    """A stage whose input is any runnable artifact and whose reference is a torch model."""
+
+    output = ArtifactKind.REPORT
+    tools = ("torch", "timm", "onnxruntime", "numpy", "pillow")
+
+    def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
+        if field == "reference":
+            return (ArtifactKind.TORCH_MODEL,)
+        from edgepipe.runtimes import runnable_kinds
+
+        # any artifact a runtime opens, but the reference's own kind: that is the reference
+        return tuple(kind for kind in runnable_kinds() if kind != ArtifactKind.TORCH_MODEL)
 
 
 _REGISTRY: dict[str, Stage] = {}

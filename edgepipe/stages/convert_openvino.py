@@ -1,18 +1,14 @@
-"""``convert-openvino``: ONNX or torch model → OpenVINO IR (``model.xml`` + ``model.bin``), and
-the OpenVINO runtime that verification stages (parity, evaluate) use for IR artifacts.
+"""``convert-openvino``: ONNX or torch model → OpenVINO IR (``model.xml`` + ``model.bin``).
 
-OpenVINO picks bf16 on AMX CPUs by default (MEASUREMENTS #4); verification compiles with
-``INFERENCE_PRECISION_HINT=f32`` so that parity judges the artifact, not the CPU's choice of
-arithmetic. Benchmarks record which precision ran.
+runtimes/openvino.py runs the IR: in true fp32 for verification (OpenVINO picks bf16 on AMX CPUs
+by default, MEASUREMENTS #4), with the benchmark's settings for timing.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "IR_FILE",
     "ConvertOpenVinoSpec",
     "ConvertOpenVinoStage",
-    "OpenVinoCandidate",
     "describe_ir",
 ]
 
@@ -25,6 +21,7 @@ from pydantic import Field, field_validator
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.models.onnx_io import ONNX_FILE as ONNX_FILE
 from edgepipe.models.torch_model import rebuild
+from edgepipe.runtimes.openvino import IR_FILE
 from edgepipe.stages.base import (
     Artifact,
     ArtifactKind,
@@ -34,9 +31,7 @@ from edgepipe.stages.base import (
     missing_modules,
     register_stage,
 )
-from edgepipe.stages.verification import Candidate, register_candidate
 
-IR_FILE = "model.xml"
 _RANGE = re.compile(r"^\d+\.\.\d+$")
 # facts about the input's ONNX file that would be wrong about the IR
 _ONNX_FILE_FACTS = ("opset", "external_data", "nodes_before", "nodes_after")
@@ -237,30 +232,3 @@ def _port(port: Any, fallback: str) -> dict[str, Any]:
 
 def _dim(dim: Any) -> int | str:
     return dim.get_length() if dim.is_static else ("?" if dim.get_max_length() < 0 else str(dim))
-
-
-@register_candidate(ArtifactKind.OPENVINO_IR)
-class OpenVinoCandidate(Candidate):
-    """An IR compiled for the CPU in true fp32 (not the bf16 default on AMX CPUs)."""
-
-    def __init__(self, artifact: Artifact):
-        import openvino as ov
-
-        super().__init__(artifact)
-        path, f32 = str(artifact.path / IR_FILE), {"INFERENCE_PRECISION_HINT": "f32"}
-        self.compiled = ov.Core().compile_model(path, "CPU", f32)
-        self.request = self.compiled.create_infer_request()
-        self.output_names = [
-            p.get_any_name() if p.get_names() else f"output{i}"
-            for i, p in enumerate(self.compiled.outputs)
-        ]
-
-    def forward(self, batch: Any) -> list[Any]:
-        """One array per output, in the IR's order; any batch size if the IR's batch is dynamic."""
-        import numpy as np
-
-        self.request.infer({0: batch})
-        # the request's output tensors are reused by the next infer(): copy them out
-        return [
-            np.array(self.request.get_output_tensor(i).data) for i in range(len(self.output_names))
-        ]

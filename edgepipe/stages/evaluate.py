@@ -14,13 +14,13 @@ from pydantic import Field
 
 from edgepipe.errors import StageError
 from edgepipe.imaging.samples import find_images
-from edgepipe.stages.base import StageContext, register_stage
-from edgepipe.stages.verification import (
-    TorchReference,
+from edgepipe.runtimes import open_runtime
+from edgepipe.runtimes.torch_eager import TorchEager, open_reference, run_on_image
+from edgepipe.stages.base import (
+    StageContext,
     VerificationSpec,
     VerificationStage,
-    open_candidate,
-    run_on_image,
+    register_stage,
 )
 
 
@@ -82,7 +82,7 @@ class EvaluateStage(VerificationStage):
             ctx.resolve(spec.dataset), ctx.resolve(spec.class_map) if spec.class_map else None
         )
         samples = samples[: spec.max_images] if spec.max_images else samples
-        reference, candidate = TorchReference(source, ctx.recipe_dir), open_candidate(artifact)
+        reference, candidate = open_reference(source, ctx.recipe_dir), open_runtime(artifact)
         hits = {"torch": [0, 0], "artifact": [0, 0]}
         for path, label in samples:
             for name, ranked in zip(hits, _ranked_classes(reference, candidate, path), strict=True):
@@ -123,7 +123,7 @@ def labelled_images(root: Path, class_map: Path | None) -> list[tuple[Path, int]
     return samples
 
 
-def _ranked_classes(reference: TorchReference, candidate, path: Path):
+def _ranked_classes(reference: TorchEager, candidate, path: Path):
     """Class indices, most likely first, by the torch model and by the artifact."""
     from PIL import Image
 

@@ -1,5 +1,5 @@
 """``export-torchscript``: torch model → TorchScript (``model.pt``, or ``model.ptl`` for the
-lite interpreter), and the TorchScript runtime that verification stages (parity, evaluate) use.
+lite interpreter); runtimes/torchscript.py runs it.
 
 The saved file is checked against the eager model on the example and on an unseen input, so a
 trace that froze input-dependent control flow fails here, not on a device. Same weights give the
@@ -11,8 +11,6 @@ from __future__ import annotations
 __all__ = [
     "ExportTorchScriptSpec",
     "ExportTorchScriptStage",
-    "TorchScriptCandidate",
-    "load_torchscript",
 ]
 
 import traceback
@@ -25,9 +23,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from edgepipe.errors import StageError, summarize_exception
-from edgepipe.models.torch_model import forward_numpy, input_only, output_tensors, rebuild
+from edgepipe.models.torch_model import input_only, output_tensors, rebuild
+from edgepipe.runtimes.torchscript import FULL_FILE, load_torchscript
 from edgepipe.stages.base import (
-    Artifact,
     ArtifactKind,
     FieldError,
     SingleInputSpec,
@@ -35,9 +33,7 @@ from edgepipe.stages.base import (
     StageContext,
     register_stage,
 )
-from edgepipe.stages.verification import Candidate, register_candidate
 
-FULL_FILE = "model.pt"
 LITE_FILE = "model.ptl"
 _RTOL = 1e-4  # of the largest reference output; fp32 rewrites (freezing folds BN) stay ~1e-7
 _NO_XNNPACK = (
@@ -154,19 +150,6 @@ def _export(module, example, spec: ExportTorchScriptSpec, target: Path) -> None:
         torch.jit.save(compiled, str(target))
 
 
-def load_torchscript(path: Path):
-    """A saved TorchScript model, with the lite interpreter for a ``.ptl`` file."""
-    import torch
-    from torch.jit.mobile import _load_for_lite_interpreter
-
-    with warnings.catch_warnings():
-        # torch deprecates TorchScript at every call; the stage's log says so once
-        warnings.filterwarnings("ignore", ".*(deprecated|Lite Interpreter)")
-        if path.suffix == ".ptl":
-            return _load_for_lite_interpreter(str(path))
-        return torch.jit.load(str(path), map_location="cpu")
-
-
 def _check_saved(eager, loaded, example, traced: list[str] | None, ctx) -> tuple[float, bool]:
     """The largest difference to eager on the example and on an unseen input with one sample more
     (StageError beyond tolerance; ``traced``: trace warnings, the likely cause); and whether that
@@ -256,18 +239,3 @@ def _script_failure(exc: BaseException) -> str:
         f"{lines[0].rstrip(':')[:300]}{where}. Much Python (in timm's models too) is beyond "
         "TorchScript; use method: trace (the default), which records the operations it runs"
     )
-
-
-@register_candidate(ArtifactKind.TORCHSCRIPT)
-class TorchScriptCandidate(Candidate):
-    """A TorchScript artifact in libtorch, or in the lite interpreter for a ``.ptl`` file."""
-
-    # TorchScript has no output names: the ONNX export's default keeps parity tables alike
-    output_names = ["output"]
-
-    def __init__(self, artifact: Artifact):
-        super().__init__(artifact)
-        self.module = load_torchscript(artifact.path / artifact.meta.get("model_file", FULL_FILE))
-
-    def forward(self, batch: Any) -> list[Any]:
-        return forward_numpy(self.module, batch)

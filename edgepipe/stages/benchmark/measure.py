@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["default_threads", "measure_all"]
+__all__ = ["default_threads", "measure_all", "runtime_options"]
 
 import gc
 import os
@@ -10,9 +10,9 @@ from typing import Any
 
 from edgepipe.env import machine_fingerprint, tool_versions
 from edgepipe.imaging.samples import load_images
-from edgepipe.stages.base import ARTIFACT_FILE, Artifact, ArtifactKind, StageContext
-from edgepipe.stages.benchmark.targets import (
-    open_target,
+from edgepipe.runtimes import OpenVinoOptions, RuntimeOptions, open_runtime, runtime_for
+from edgepipe.stages.base import Artifact, ArtifactKind, StageContext
+from edgepipe.stages.benchmark.inputs import (
     prepare_batches,
     time_gpu_preprocessing,
     time_preprocessing,
@@ -25,6 +25,21 @@ def default_threads() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def runtime_options(spec, threads: int | None, recipe_dir) -> RuntimeOptions:
+    """How the benchmark opens every artifact: its threads, providers and OpenVINO settings."""
+    openvino = spec.openvino
+    return RuntimeOptions(
+        threads=threads,
+        onnxruntime_providers=tuple(spec.onnxruntime_providers),
+        openvino=OpenVinoOptions(
+            device=openvino.device,
+            hint=openvino.hint,
+            precision=None if openvino.precision == "default" else openvino.precision,
+        ),
+        recipe_dir=recipe_dir,
+    )
 
 
 def measure_all(
@@ -41,11 +56,14 @@ def measure_all(
     data_config = reference.meta["data_config"]
     preprocess_ms = time_preprocessing(images, data_config)
     gpu_preprocess_ms = (
-        time_gpu_preprocessing(images, data_config, ctx.log) if _uses_gpu(spec, artifacts) else None
+        time_gpu_preprocessing(images, data_config, ctx.log)
+        if _uses_gpu(spec, artifacts, ctx.recipe_dir)
+        else None
     )
+    options = runtime_options(spec, threads, ctx.recipe_dir)
     rows = []
     for artifact in artifacts:
-        target = open_target(artifact, spec, ctx.recipe_dir, threads)
+        target = open_runtime(artifact, options)
         on_device = target.on_gpu and gpu_preprocess_ms is not None
         host_ms = gpu_preprocess_ms if on_device else preprocess_ms
         fixed = _fixed_batch(artifact)
@@ -77,7 +95,7 @@ def measure_all(
     _add_speedups(rows, reference)
     return {
         "recipe": ctx.stage_id,
-        "environment": _environment(spec, artifacts),
+        "environment": _environment(spec, artifacts, ctx.recipe_dir),
         "method": {
             "threads": threads,
             "warmup_seconds": spec.warmup_seconds,
@@ -121,7 +139,7 @@ def _row(
     ctx.log.info(
         "%s (%s, batch %d): p50 %.2f ms, %d iterations%s",
         artifact.stage_id,
-        target.runtime,
+        target.label,
         batch_size,
         summary["p50_ms"],
         summary["iterations"],
@@ -133,10 +151,10 @@ def _row(
     return {
         "label": artifact.stage_id,
         "kind": artifact.kind.value,
-        "runtime": target.runtime,
+        "runtime": target.label,
         "precision": target.precision,
         "exec_precision": target.exec_precision,
-        "size_bytes": _model_bytes(artifact),
+        "size_bytes": target.size_bytes(),
         "composed": target.composed,
         **summary,
         "e2e_p50_ms": summary["p50_ms"] + host,
@@ -144,23 +162,25 @@ def _row(
     }
 
 
-def _environment(spec, artifacts: list[Artifact]) -> dict[str, Any]:
+def _environment(spec, artifacts: list[Artifact], recipe_dir) -> dict[str, Any]:
     """Where the numbers were measured: the machine, the tools, and the GPU if one was used
     (the baseline gate compares like with like only on the same hardware)."""
     from edgepipe.stages.base import get_stage
 
     tools = get_stage("benchmark").tools_for(spec)
     environment = {**machine_fingerprint(), "tools": tool_versions(tools)}
-    if _uses_gpu(spec, artifacts):
+    if _uses_gpu(spec, artifacts, recipe_dir):
         from edgepipe.gpu import gpu_fingerprint
 
         environment["gpu"] = gpu_fingerprint()
     return environment
 
 
-def _uses_gpu(spec, artifacts: list[Artifact]) -> bool:
-    """A GPU execution provider asked for, or a TensorRT artifact (it runs on its GPU)."""
-    return spec.needs_gpu() or any(a.meta.get("execution_provider") for a in artifacts)
+def _uses_gpu(spec, artifacts: list[Artifact], recipe_dir) -> bool:
+    """Whether some artifact's runtime takes the GPU with the benchmark's options (a GPU
+    execution provider asked for, or a TensorRT artifact: it runs on its GPU)."""
+    options = runtime_options(spec, None, recipe_dir)
+    return any(runtime_for(a).needs_gpu(options) for a in artifacts)
 
 
 def _fixed_batch(artifact: Artifact) -> int | None:
@@ -179,11 +199,3 @@ def _add_speedups(rows: list[dict[str, Any]], reference: Artifact) -> None:
     for row in rows:
         base = baseline.get(row["batch_size"])
         row["speedup"] = base / row["e2e_p50_ms"] if base else None
-
-
-def _model_bytes(artifact: Artifact) -> int:
-    return sum(
-        p.stat().st_size
-        for p in artifact.path.rglob("*")
-        if p.is_file() and p.name != ARTIFACT_FILE
-    )

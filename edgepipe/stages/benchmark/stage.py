@@ -21,13 +21,6 @@ from edgepipe.stages.base import (
     register_stage,
 )
 
-_RUNNABLE = (
-    ArtifactKind.TORCH_MODEL,
-    ArtifactKind.ONNX_MODEL,
-    ArtifactKind.OPENVINO_IR,
-    ArtifactKind.TORCHSCRIPT,
-)
-
 
 class OpenVinoSettings(BaseModel):
     """How OpenVINO artifacts are run."""
@@ -149,20 +142,21 @@ class BenchmarkStage(Stage):
     def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
         if field == "reference":
             return (ArtifactKind.TORCH_MODEL,)
-        return (*_RUNNABLE, ArtifactKind.REPORT)
+        from edgepipe.runtimes import runnable_kinds
+
+        return (*runnable_kinds(), ArtifactKind.REPORT)
 
     def tools_for(self, spec: BenchmarkSpec) -> tuple[str, ...]:
         # on a CUDA machine ONNX Runtime is the onnxruntime-gpu distribution
         return (*self.tools, "onnxruntime-gpu") if spec.needs_gpu() else self.tools
 
     def preflight(self, spec: BenchmarkSpec, recipe_dir: Path) -> list[str]:
-        problems = super().preflight(spec, recipe_dir)
-        gpu_providers = [p for p in spec.onnxruntime_providers if p != "CPUExecutionProvider"]
-        if gpu_providers:
-            from edgepipe.gpu import gpu_problems
+        from edgepipe.runtimes import preflight_problems
+        from edgepipe.stages.benchmark.measure import runtime_options
 
-            problems += gpu_problems(need_tensorrt="TensorrtExecutionProvider" in gpu_providers)
-        return problems
+        return super().preflight(spec, recipe_dir) + preflight_problems(
+            runtime_options(spec, spec.threads, recipe_dir)
+        )
 
     def key_extra(self, spec: BenchmarkSpec) -> dict[str, Any]:
         from edgepipe.env import machine_fingerprint
@@ -179,7 +173,7 @@ class BenchmarkStage(Stage):
         from edgepipe.stages.benchmark.measure import measure_all
 
         *given, reference = ctx.inputs
-        runnable = [a for a in given if a.kind in _RUNNABLE]
+        runnable = [a for a in given if a.kind != ArtifactKind.REPORT]
         if reference.digest not in {a.digest for a in runnable}:
             runnable.insert(0, reference)
         verdicts = {

@@ -1,6 +1,7 @@
 """Building TensorRT engines: through ONNX Runtime's TensorRT provider (run at each profile
 shape, the engine lands in the cache folder), or natively with TensorRT's builder (a plan wrapped
-in an EP-context model). Only ``build-trt-cache`` builds; running engines is _cuda_io's job."""
+in an EP-context model). Only ``build-trt-cache`` builds; running engines is the runtimes' job
+(runtimes/tensorrt.py, runtimes/cuda_sessions.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgepipe.errors import StageError
 from edgepipe.models.onnx_io import ONNX_FILE
-from edgepipe.stages._cuda_io import cuda_session, open_gpu_session
+from edgepipe.runtimes.cuda_sessions import cuda_session, open_gpu_session
 
 if TYPE_CHECKING:
     from edgepipe.stages.build_trt_cache.stage import BuildTrtCacheSpec

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from edgepipe import gpu as _gpu
 from edgepipe.errors import StageError
 from edgepipe.models.onnx_io import ONNX_FILE, copy_model_files, image_axes
+from edgepipe.runtimes.tensorrt import PROVIDER
 from edgepipe.stages.base import (
     ArtifactKind,
     FieldError,
@@ -37,7 +38,7 @@ from edgepipe.stages.build_trt_cache.engines import (
 )
 
 ENGINE_DIR, CTX_FILE = "trt_engines", "model_ctx.onnx"
-METADATA_FILE, PROVIDER = "trt_metadata.json", "TensorrtExecutionProvider"
+METADATA_FILE = "trt_metadata.json"
 _WHICH = ("min", "opt", "max")
 
 

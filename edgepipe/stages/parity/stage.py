@@ -13,7 +13,14 @@ from pydantic import Field
 
 from edgepipe.errors import StageError
 from edgepipe.imaging.samples import BUNDLED_PHOTO_TOOLS, describe_images, load_images
-from edgepipe.stages.base import StageContext, register_stage
+from edgepipe.runtimes import open_runtime
+from edgepipe.runtimes.torch_eager import open_reference, run_on_image
+from edgepipe.stages.base import (
+    StageContext,
+    VerificationSpec,
+    VerificationStage,
+    register_stage,
+)
 from edgepipe.stages.parity.compare import Comparison, compare
 from edgepipe.stages.parity.gates import (
     GATED_INPUTS,
@@ -23,13 +30,6 @@ from edgepipe.stages.parity.gates import (
     worst_cosine,
 )
 from edgepipe.stages.parity.tables import metric_table, sample_table
-from edgepipe.stages.verification import (
-    TorchReference,
-    VerificationSpec,
-    VerificationStage,
-    open_candidate,
-    run_on_image,
-)
 
 
 class ParitySpec(VerificationSpec):
@@ -94,8 +94,8 @@ class ParityStage(VerificationStage):
 
     def run(self, spec: ParitySpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs
-        reference = TorchReference(source, ctx.recipe_dir)
-        candidate = open_candidate(artifact)
+        reference = open_reference(source, ctx.recipe_dir)
+        candidate = open_runtime(artifact)
         images = load_images(ctx.resolve(spec.images) if spec.images else None, spec.max_images)
         kind = _kind(spec, candidate)
         gates = gates_for(

@@ -32,7 +32,7 @@ from edgepipe.imaging.samples import (
     open_images,
     raw_pixels,
 )
-from edgepipe.stages.verification import timm_eval_transform
+from edgepipe.imaging.timm_eval import timm_eval_transform
 
 _FEW_DISTINCT = 32  # below this many distinct images, ranges follow a handful of scenes
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.errors import StageError, summarize_exception
+from edgepipe.runtimes.openvino import IR_FILE
 from edgepipe.stages.base import Artifact, StageContext
-from edgepipe.stages.convert_openvino import IR_FILE, describe_ir
+from edgepipe.stages.convert_openvino import describe_ir
 from edgepipe.stages.quantize.calibration import calibration_samples
 from edgepipe.stages.quantize.network_split import is_composed
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgepipe.artifacts import ARTIFACT_FILE
 from edgepipe.imaging.samples import BUNDLED_PHOTO_TOOLS
 from edgepipe.stages.base import (
-    ARTIFACT_FILE,
     ArtifactKind,
     FieldError,
     SingleInputSpec,

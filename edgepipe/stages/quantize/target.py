@@ -22,10 +22,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgepipe.imaging.samples import load_images
+from edgepipe.runtimes import open_runtime
 from edgepipe.stages.base import Artifact, ArtifactKind, FieldError
 from edgepipe.stages.parity.gates import Thresholds, breaches, gates_for
 from edgepipe.stages.quantize.calibration import model_inputs
-from edgepipe.stages.verification import open_candidate
 
 
 class AccuracyTarget(BaseModel):
@@ -97,7 +97,7 @@ class CandidateCheck:
     def __init__(self, target: AccuracyTarget, source: Artifact, recipe_dir: Path):
         self.target, self.source = target, source
         self.trained = source.meta.get("weights") in ("pretrained", "checkpoint")
-        reference = open_candidate(source)
+        reference = open_runtime(source)
         if target.metric == "top1":
             self._init_top1(recipe_dir)
         else:
@@ -125,7 +125,7 @@ class CandidateCheck:
 
     def open(self, folder: Path, meta: dict[str, Any]) -> Any:
         kind = ArtifactKind(self.source.kind)
-        return open_candidate(Artifact(kind, folder, meta, folder.name))
+        return open_runtime(Artifact(kind, folder, meta, folder.name))
 
     def measure(self, candidate: Any, precision: str) -> Fidelity:
         outputs = [candidate.forward(x) for x in self.inputs]
