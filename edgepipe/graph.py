@@ -1,17 +1,19 @@
-"""The recipe's stages as a DAG: edges from ``input``/``inputs``, checked and ordered.
+"""The recipe's stages as a networkx DAG: edges from ``input``/``inputs``, checked and ordered.
 
-The stdlib's ``graphlib`` orders the stages and finds cycles. networkx did this job first, but
-importing it loads ~290 modules (~65 ms), a quarter of a fully cached ``edgepipe run``, for a
-graph of a few dozen nodes.
+networkx is the graph engine: the stable order (``lexicographical_topological_sort``), the cycle
+as an ordered path (``find_cycle``), ``--only``/``--until`` selection (``ancestors``) and the
+nearest torch model upstream (``bfs_layers``) are its well-kept algorithms, not ones written and
+maintained here. Its import is not free (~390 modules, 65-150 ms by machine): a fully cached run
+avoids it by not building the graph (the cached-run fast path), not by avoiding networkx here.
 """
 
 from __future__ import annotations
 
 __all__ = ["PipelineGraph"]
 
-import heapq
 from collections.abc import Iterable
-from graphlib import CycleError, TopologicalSorter
+
+import networkx as nx
 
 from edgepipe.errors import GraphError, RecipeIssue
 from edgepipe.recipe import Recipe, did_you_mean
@@ -26,9 +28,10 @@ class PipelineGraph:
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
-        # upstream and downstream neighbours of every stage (sets: a repeated input is one edge)
-        self._up: dict[str, set[str]] = {sid: set() for sid in recipe.stages}
-        self._down: dict[str, set[str]] = {sid: set() for sid in recipe.stages}
+        # edges run upstream -> stage (data flow), a repeated input is one edge; nodes are added
+        # in recipe order, so every networkx traversal below visits them deterministically
+        self.dag = nx.DiGraph()
+        self.dag.add_nodes_from(recipe.stages)
         self._position = {sid: i for i, sid in enumerate(recipe.stages)}
         issues = self._add_edges()
         issues += self._find_cycle()
@@ -47,26 +50,19 @@ class PipelineGraph:
 
     def order(self, selected: Iterable[str] | None = None) -> list[str]:
         """Topological order; ties broken by position in the recipe so output is stable."""
-        sorter = TopologicalSorter(self._up)
-        sorter.prepare()
-        ready: list[tuple[int, str]] = []
-        ordered = []
-        while sorter.is_active():
-            for stage_id in sorter.get_ready():
-                heapq.heappush(ready, (self._position[stage_id], stage_id))
-            _, stage_id = heapq.heappop(ready)  # the earliest in the recipe among those ready
-            ordered.append(stage_id)
-            sorter.done(stage_id)
+        # among the stages whose inputs are all placed, the earliest in the recipe goes next
+        recipe_position = self._position.__getitem__
+        ordered = list(nx.lexicographical_topological_sort(self.dag, key=recipe_position))
         if selected is None:
             return ordered
         keep = set(selected)
         return [sid for sid in ordered if sid in keep]
 
     def ancestors(self, stage_id: str) -> set[str]:
-        return _reachable(self._up, stage_id)
+        return nx.ancestors(self.dag, stage_id)
 
     def descendants(self, stage_id: str) -> set[str]:
-        return _reachable(self._down, stage_id)
+        return nx.descendants(self.dag, stage_id)
 
     def select(self, only: list[str] | None = None, until: list[str] | None = None) -> list[str]:
         """Stages to consider: ``only`` exactly those, ``until`` those plus their ancestors."""
@@ -115,7 +111,7 @@ class PipelineGraph:
                         )
                     )
                 else:
-                    self._add_edge(upstream, stage_id)
+                    self.dag.add_edge(upstream, stage_id)
         return issues
 
     def _resolve_references(self) -> list[RecipeIssue]:
@@ -136,36 +132,31 @@ class PipelineGraph:
                 )
                 continue
             self.recipe.stages[stage_id] = spec.model_copy(update={"reference": found})
-            self._add_edge(found, stage_id)
+            self.dag.add_edge(found, stage_id)
         return issues
 
     def _nearest_torch_model(self, start: str) -> str | None:
-        frontier, seen = [start], set()
-        while frontier:  # breadth-first: the closest ancestor wins
-            candidates = []
-            for stage_id in frontier:
-                if stage_id in seen:
-                    continue
-                seen.add(stage_id)
+        """Breadth-first up the inputs: the closest ancestor wins, a tie goes to the input named
+        first (a stage's predecessors keep the order of its input slots: edges are added slot by
+        slot, and a filled-in ``reference``, the last slot, after them)."""
+        upstream_view = self.dag.reverse(copy=False)
+        for layer in nx.bfs_layers(upstream_view, start):
+            for stage_id in layer:
                 if self.stage(stage_id).output_kind(self.spec(stage_id)) == _TORCH:
                     return stage_id
-                candidates += self.spec(stage_id).input_ids()
-            frontier = candidates
         return None
 
-    def _add_edge(self, upstream: str, stage_id: str) -> None:
-        self._up[stage_id].add(upstream)
-        self._down[upstream].add(stage_id)
-
     def _find_cycle(self) -> list[RecipeIssue]:
+        """One loop, as a path: the first that a depth-first search from the stages in recipe
+        order meets (a recipe with several loops always reports the same one)."""
         try:
-            TopologicalSorter(self._up).prepare()
-        except CycleError as exc:
-            loop = exc.args[1][:-1]  # in data-flow order, closed: [b, c, a, b]
-        else:
+            edges = nx.find_cycle(self.dag)  # in data-flow order: [(b, c), (c, a), (a, b)]
+        except nx.NetworkXNoCycle:
             return []
+        loop = [upstream for upstream, _ in edges]
         start = min(range(len(loop)), key=lambda i: self._position[loop[i]])
-        path = [*loop[start:], *loop[:start], loop[start]]  # from the earliest stage in the recipe
+        # from the earliest stage in the recipe, whichever stage the search entered the loop at
+        path = [*loop[start:], *loop[:start], loop[start]]
         first = path[0]
         return [
             RecipeIssue(
@@ -217,17 +208,6 @@ class PipelineGraph:
                 line = self.recipe.line_of("stages", stage_id, field)
                 issues.append(RecipeIssue(msg, line, stage_id, field))
         return issues
-
-
-def _reachable(edges: dict[str, set[str]], start: str) -> set[str]:
-    found: set[str] = set()
-    frontier = list(edges[start])
-    while frontier:
-        stage_id = frontier.pop()
-        if stage_id not in found:
-            found.add(stage_id)
-            frontier += edges[stage_id]
-    return found
 
 
 def _a(noun: str) -> str:

@@ -4,6 +4,12 @@ A stage may start when its inputs are done, a job slot is free, no other GPU sta
 needs the GPU, and the memory hints of running stages leave room for it. Preparing a stage
 (hashing, cache lookup) stays on the calling thread; only the build runs in a worker thread,
 which itself waits on the stage's child process.
+
+Readiness is per stage, not per generation (networkx's ``topological_generations``): a stage
+starts once its own inputs are done. Running generation by generation would leave job slots idle
+behind the slowest stage of each generation, and the GPU and memory checks would still have to
+split a generation. Among ready stages that fit, the earliest in ``order`` (the graph's stable
+topological order) starts first.
 """
 
 from __future__ import annotations

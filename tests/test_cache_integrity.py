@@ -12,10 +12,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import outcomes, vit_chain_recipe
 
 from edgepipe.cache import ActionRecord, Cache
 from edgepipe.cache.digest import StatCache, sha256_file
-from tests.conftest import outcomes, vit_chain_recipe
 
 
 def flip_byte(path: Path, offset: int = -1) -> None:

@@ -10,8 +10,7 @@ import os
 import subprocess
 
 import pytest
-
-from tests.conftest import outcomes, vit_chain_recipe
+from conftest import outcomes, vit_chain_recipe
 
 pytestmark = pytest.mark.slow
 

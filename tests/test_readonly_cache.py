@@ -8,8 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import outcomes, vit_chain_recipe
+from conftest import outcomes, vit_chain_recipe
 
 pytestmark = pytest.mark.slow
 
