@@ -14,9 +14,12 @@ _SCRIPT = Path(sys.executable).parent / "edgepipe"
 _COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "edgepipe"]
 
 
-def edgepipe(*args: str, cache: Path, cwd: Path, check: bool = True) -> tuple[float, str]:
-    """Run ``edgepipe ARGS``; returns (wall seconds, stdout)."""
-    env = {**os.environ, "EDGEPIPE_CACHE": str(cache)}
+def edgepipe(
+    *args: str, cache: Path, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> tuple[float, str]:
+    """Run ``edgepipe ARGS`` (``env``: extra environment variables); returns (wall seconds,
+    stdout)."""
+    env = {**os.environ, "EDGEPIPE_CACHE": str(cache), **(env or {})}
     started = time.perf_counter()
     result = subprocess.run([*_COMMAND, *args], env=env, cwd=cwd, capture_output=True, text=True)
     elapsed = time.perf_counter() - started

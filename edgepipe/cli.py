@@ -6,6 +6,7 @@ __all__ = ["app", "main"]
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -67,14 +68,32 @@ def run(
 
     Each stage that runs does so in a child process, so its memory is returned when it ends.
     """
-    from edgepipe.cli_display import RunDisplay
+    started = time.time_ns()  # the no-op record trusts nothing that changed after this
+    from edgepipe.cli_display import RunDisplay, done_line
     from edgepipe.lockfile import lock_path, recorded_settings
+    from edgepipe.noop_record import NoopRecorder
     from edgepipe.runner import Runner
 
     graph = load_graph(recipe)
     selected = graph.select(only, until)
     target = out_dir or Path("build") / graph.recipe.name
     store = open_cache(cache)
+    noop = NoopRecorder(
+        started,
+        recipe,
+        graph,
+        selected,
+        store,
+        only=only,
+        until=until,
+        force=force,
+        out=out_dir,
+        remote=remote,
+        jobs=jobs,
+        check=check,
+        lock=lock,
+        in_process=in_process,
+    )
     if check:
         check_lock_or_fail(recipe, graph, store)
     with RunDisplay(err, id_width=max(map(len, selected), default=0) + 1) as display:
@@ -92,7 +111,8 @@ def run(
         )
         result = runner.run(selected)
     built = sum(r.outcome == "built" for r in result.stages)
-    err.print(f"[green]done[/]: {built} built, {len(result.stages) - built} cached → {target}")
+    err.print(done_line(built, len(result.stages) - built, target))
+    noop.finish(runner, result, target=target, console=err, id_width=display.id_width)
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RunDisplay", "action_table", "stage_table"]
+__all__ = ["RunDisplay", "action_table", "done_line", "stage_table"]
 
 import threading
 from collections.abc import Iterable
@@ -85,6 +85,11 @@ class RunDisplay:
         if self._status is not None:
             self._status.stop()
             self._status = None
+
+
+def done_line(built: int, cached: int, target: object) -> str:
+    """The last line of ``edgepipe run`` (markup)."""
+    return f"[green]done[/]: {built} built, {cached} cached → {target}"
 
 
 def stage_table(stage: Stage) -> Table:
