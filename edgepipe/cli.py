@@ -224,6 +224,15 @@ def stages(
         out.print(stage_table(known[name]))
 
 
+@app.command()
+def runtimes() -> None:
+    """List the runtimes that parity, evaluate and benchmark open artifacts with."""
+    from edgepipe.cli_display import runtime_table
+    from edgepipe.runtimes import registered_runtimes
+
+    out.print(runtime_table(registered_runtimes()))
+
+
 register_lock_commands(app)
 app.add_typer(cache_app, name="cache")
 

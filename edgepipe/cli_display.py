@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RunDisplay", "action_table", "done_line", "stage_table"]
+__all__ = ["RunDisplay", "action_table", "done_line", "runtime_table", "stage_table"]
 
 import threading
 from collections.abc import Iterable
@@ -113,6 +113,21 @@ def stage_table(stage: Stage) -> Table:
             "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
         )
         table.add_row(name, annotation, default, info.description or "")
+    return table
+
+
+def runtime_table(runtimes: Iterable) -> Table:
+    """The runtimes artifacts are opened with, in the order they are asked, and their tools here."""
+    from edgepipe.env import tool_versions
+
+    table = Table("runtime", "opens", "devices", "tools (installed here)", "what", box=None)
+    for runtime in runtimes:
+        versions = tool_versions(runtime.tools)
+        tools = ", ".join(
+            f"{name} {version or '[red]missing[/]'}" for name, version in versions.items()
+        )
+        kinds, devices = ", ".join(runtime.kinds), ", ".join(runtime.devices)
+        table.add_row(runtime.name, kinds, devices, tools, runtime.summary)
     return table
 
 

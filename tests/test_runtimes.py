@@ -113,6 +113,13 @@ def test_a_new_runtime_is_one_registered_class():
     assert Quantised not in registered_runtimes()
 
 
+def test_the_cli_lists_every_runtime(tmp_path):
+    listed = Workspace(tmp_path).cli("runtimes")
+    assert listed.returncode == 0, listed.stderr
+    for runtime in registered_runtimes():
+        assert runtime.name in listed.stdout and runtime.summary[:30] in listed.stdout
+
+
 def test_gpu_options_are_found_missing_before_anything_runs():
     assert preflight_problems(RuntimeOptions()) == []
     cuda = RuntimeOptions(onnxruntime_providers=("CUDAExecutionProvider", "CPUExecutionProvider"))

@@ -61,6 +61,8 @@ class Runtime:
     """Registry name, e.g. ``onnxruntime``."""
     kinds: ClassVar[tuple[ArtifactKind, ...]]
     """Artifact kinds it opens."""
+    summary: ClassVar[str] = ""
+    """One line for ``edgepipe runtimes``."""
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     tools: ClassVar[tuple[str, ...]] = ()
     """Python distributions it runs on (their versions describe what ran)."""

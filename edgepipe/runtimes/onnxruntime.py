@@ -22,6 +22,7 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     kinds = (ArtifactKind.ONNX_MODEL,)
+    summary = "InferenceSession with the options' providers; IO binding on CUDA"
     devices = ("cpu", "cuda")
     tools = ("onnxruntime",)
 

@@ -17,6 +17,7 @@ IR_FILE = "model.xml"
 class OpenVinoRuntime(Runtime):
     name = "openvino"
     kinds = (ArtifactKind.OPENVINO_IR,)
+    summary = "compiled for a device; f32 for verification, hints for timing"
     devices = ("cpu", "gpu", "npu")
     tools = ("openvino",)
 

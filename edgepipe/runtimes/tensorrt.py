@@ -18,6 +18,7 @@ PROVIDER = "TensorrtExecutionProvider"
 class TensorRtRuntime(OnnxRuntime):
     name = "onnxruntime-tensorrt"
     devices = ("cuda",)
+    summary = "build-trt-cache artifacts: their prebuilt engines, IO binding"
     tools = ("onnxruntime-gpu", "tensorrt")
     priority = 10  # before plain ONNX Runtime: these ONNX models come with their engines
 

@@ -19,6 +19,7 @@ class TorchEager(Runtime):
 
     name = "torch eager"
     kinds = (ArtifactKind.TORCH_MODEL,)
+    summary = "the source model: every verification's reference, the benchmark's baseline"
     tools = ("torch", "timm")
     output_names = ["output"]
 

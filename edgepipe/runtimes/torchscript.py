@@ -31,6 +31,7 @@ def load_torchscript(path: Path):
 class TorchScriptRuntime(Runtime):
     name = "torchscript"
     kinds = (ArtifactKind.TORCHSCRIPT,)
+    summary = "libtorch, or the lite interpreter for a .ptl file"
     tools = ("torch",)
     # TorchScript has no output names: the ONNX export's default keeps parity tables alike
     output_names = ["output"]
