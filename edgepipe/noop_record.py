@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe import noop_run
-from edgepipe.cache._layout import tmp_name
 from edgepipe.lockfile import lock_path
 from edgepipe.planner import index_name
 
@@ -197,17 +196,7 @@ class NoopRecorder:
         return outputs, contents, listings
 
     def _store(self, data: bytes) -> None:
-        dest = Path(noop_run.record_path(self.invoked))
-        self.cache.tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache.tmp_dir / tmp_name("noop")
-        try:
-            with open(tmp, "xb") as stream:
-                stream.write(data)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        self.cache.atomic_write(Path(noop_run.record_path(self.invoked)), data)
 
 
 def _environment(plans) -> tuple[list[list[Any]], list[list[Any]], list[str]]:

@@ -210,7 +210,7 @@ class CacheLayout:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return self.tmp_dir / tmp_name(kind)
 
-    def _atomic_write(self, dest: Path, data: bytes) -> None:
+    def atomic_write(self, dest: Path, data: bytes) -> None:
         # Readers see the old file or the new one, never a truncated one.
         tmp = self._new_tmp_path("write")
         try:

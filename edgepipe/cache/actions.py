@@ -73,7 +73,7 @@ class ActionCache(ContentStore):
 
     def put_action(self, record: ActionRecord) -> None:
         """Store (or replace) the record for ``record.key`` atomically."""
-        self._atomic_write(self.action_path(record.key), record.model_dump_json().encode())
+        self.atomic_write(self.action_path(record.key), record.model_dump_json().encode())
 
     def iter_actions(self) -> Iterator[ActionRecord]:
         """Yield every readable action record (unreadable ones are logged and skipped)."""
@@ -136,7 +136,7 @@ class ActionCache(ContentStore):
         """
         path = self._index_path(recipe, stage_id)
         try:
-            self._atomic_write(path, canonical_json(document))
+            self.atomic_write(path, canonical_json(document))
         except OSError as exc:
             logger.debug("key document %s not recorded: %s", path, exc)
 
