@@ -21,9 +21,10 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import sys
 import time
+
+from edgepipe.tmp_names import abandoned
 
 FORMAT = 1
 DISABLE_VAR = "EDGEPIPE_NO_FAST_PATH"
@@ -39,8 +40,6 @@ _MULTI = {"--only": "only", "--until": "until", "--force": "force"}
 _SINGLE = {"--out": "out", "--cache": "cache", "--remote": "remote", "--jobs": "jobs"}
 _FLAGS = {"--check": ("check", True), "--lock": ("lock", True), "--no-lock": ("lock", False),
           "--in-process": ("in_process", True)}  # fmt: skip
-# cache/_layout.py's tmp names, <kind>-<pid>@<host>-<random> (tests pin the two together)
-_TMP_NAME = re.compile(r".+-(?P<pid>\d+)(@(?P<host>[0-9a-f]{8}))?-[0-9a-f]{16}")
 
 
 def _digest(document: object) -> str:
@@ -183,35 +182,13 @@ def _rich_terminal(environ, fd: int) -> bool:
     return os.isatty(fd)
 
 
-def _host_id() -> str:
-    import socket
-
-    parts = [socket.gethostname()]
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as boot:
-            parts.append(boot.read())
-        parts.append(os.readlink("/proc/self/ns/pid"))
-    except OSError:
-        pass
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
-
-
 def _holds_abandoned(folder: str, marker: str) -> bool:
     """Whether the full path's reclaim_abandoned would remove something from ``folder``."""
     try:
-        names = [n for n in os.listdir(folder) if marker in n and _TMP_NAME.fullmatch(n)]
+        names = os.listdir(folder)
     except OSError:
         return False
-    for name in names:
-        match = _TMP_NAME.fullmatch(name)
-        if match["host"] == _host_id():
-            try:  # _layout.pid_alive
-                os.kill(int(match["pid"]), 0)
-            except PermissionError:
-                continue
-            except OSError:
-                return True
-    return False
+    return any(marker in name and abandoned(name) for name in names)
 
 
 def sealed(body: dict) -> dict:
