@@ -55,12 +55,9 @@ def measure_all(
     images = [image for _, image in load_images(folder, 8)]
     data_config = reference.meta["data_config"]
     preprocess_ms = time_preprocessing(images, data_config)
-    gpu_preprocess_ms = (
-        time_gpu_preprocessing(images, data_config, ctx.log)
-        if _uses_gpu(spec, artifacts, ctx.recipe_dir)
-        else None
-    )
     options = runtime_options(spec, threads, ctx.recipe_dir)
+    uses_gpu = _uses_gpu(options, artifacts)
+    gpu_preprocess_ms = time_gpu_preprocessing(images, data_config, ctx.log) if uses_gpu else None
     rows = []
     for artifact in artifacts:
         target = open_runtime(artifact, options)
@@ -95,7 +92,7 @@ def measure_all(
     _add_speedups(rows, reference)
     return {
         "recipe": ctx.stage_id,
-        "environment": _environment(spec, artifacts, ctx.recipe_dir),
+        "environment": _environment(spec, uses_gpu),
         "method": {
             "threads": threads,
             "warmup_seconds": spec.warmup_seconds,
@@ -162,24 +159,23 @@ def _row(
     }
 
 
-def _environment(spec, artifacts: list[Artifact], recipe_dir) -> dict[str, Any]:
+def _environment(spec, uses_gpu: bool) -> dict[str, Any]:
     """Where the numbers were measured: the machine, the tools, and the GPU if one was used
     (the baseline gate compares like with like only on the same hardware)."""
     from edgepipe.stages.base import get_stage
 
     tools = get_stage("benchmark").tools_for(spec)
     environment = {**machine_fingerprint(), "tools": tool_versions(tools)}
-    if _uses_gpu(spec, artifacts, recipe_dir):
+    if uses_gpu:
         from edgepipe.gpu import gpu_fingerprint
 
         environment["gpu"] = gpu_fingerprint()
     return environment
 
 
-def _uses_gpu(spec, artifacts: list[Artifact], recipe_dir) -> bool:
+def _uses_gpu(options: RuntimeOptions, artifacts: list[Artifact]) -> bool:
     """Whether some artifact's runtime takes the GPU with the benchmark's options (a GPU
     execution provider asked for, or a TensorRT artifact: it runs on its GPU)."""
-    options = runtime_options(spec, None, recipe_dir)
     return any(runtime_for(a).needs_gpu(options) for a in artifacts)
 
 
