@@ -22,6 +22,7 @@ class ArtifactKind(StrEnum):
     ONNX_MODEL = "onnx-model"
     OPENVINO_IR = "openvino-ir"
     TORCHSCRIPT = "torchscript"
+    TFLITE_MODEL = "tflite-model"
     REPORT = "report"
 
 

@@ -54,6 +54,11 @@ class RunDisplay:
             self._running[plan.stage_id] = f"[bold]{plan.stage_id}[/] ({plan.stage_type}){why}"
             self._refresh()
 
+    def notice(self, message: str) -> None:
+        """A line about the run itself (e.g. a toolchain being built), not about one stage."""
+        with self._lock:
+            self.console.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
+
     def stage_finished(self, result: StageResult) -> None:
         with self._lock:
             self._running.pop(result.stage_id, None)

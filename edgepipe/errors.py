@@ -18,6 +18,7 @@ __all__ = [
     "StageError",
     "StageFailure",
     "StageInterrupted",
+    "ToolchainError",
     "UsageError",
     "summarize_exception",
 ]
@@ -96,6 +97,11 @@ class PreflightError(EdgepipeError):
     """A capability a stage needs (package, GPU, weights, network) is missing."""
 
     exit_code = ExitCode.PREFLIGHT_FAILED
+
+
+class ToolchainError(PreflightError):
+    """An isolated toolchain cannot be found or built (no Python of its version, no registry,
+    conflicting pins): nothing was started."""
 
 
 class StageError(EdgepipeError):

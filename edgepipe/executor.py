@@ -218,6 +218,7 @@ def _run_payload(payload: dict[str, Any]) -> tuple:
             Path(payload["out_dir"]),
             logging.getLogger(f"edgepipe.stage.{payload['stage_id']}"),
             payload.get("recorded"),
+            Path(payload["toolchain_python"]) if payload.get("toolchain_python") else None,
         )
         with capture_stage_output(lines):
             meta = stage.run(spec, ctx)
@@ -234,4 +235,7 @@ def _run_payload(payload: dict[str, Any]) -> tuple:
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """The stage's peak, its own or a subprocess's (a toolchain's worker), whichever is larger."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) * 1024  # Linux reports KiB

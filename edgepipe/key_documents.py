@@ -20,6 +20,7 @@ def key_document(
     file_digests: dict[str, str],
     tools: dict[str, str | None],
     extra: dict[str, Any] | None = None,
+    toolchain: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The document whose sha256 is the action key.
 
@@ -40,6 +41,8 @@ def key_document(
     }
     if extra:  # only stages that declare extra facts carry the field: other keys stay put
         document["extra"] = extra
+    if toolchain:  # likewise: only stages that run in an isolated toolchain
+        document["toolchain"] = toolchain
     return document
 
 
@@ -64,6 +67,7 @@ _SECTION_ORDER = (
     "inputs",
     "files",
     "tools",
+    "toolchain",
     "extra",
     "implementation_version",
     "stage_type",
@@ -102,6 +106,8 @@ def _describe(path: tuple, old: Any, new: Any, input_ids: list[str]) -> str:
     label = ".".join(str(p) for p in rest) or section
     if section == "tools":
         return f"{label} {_tool(old)} → {_tool(new)}"
+    if section == "toolchain":
+        return f"toolchain {label} {_tool(old)} → {_tool(new)}"
     if section == "implementation_version":
         return f"the stage's implementation changed (version {_fmt(old)} → {_fmt(new)})"
     if section == "spec":

@@ -91,7 +91,16 @@ class Planner:
             for name, path in stage.key_files(spec, self.graph.recipe.base_dir).items()
         }
         tools = tool_versions(stage.tools_for(spec))
-        document = key_document(stage, spec, input_digests, files, tools, stage.key_extra(spec))
+        toolchain = stage.toolchain_for(spec)
+        document = key_document(
+            stage,
+            spec,
+            input_digests,
+            files,
+            tools,
+            stage.key_extra(spec),
+            toolchain.key_facts() if toolchain else None,
+        )
         return action_key(document), document
 
     def _content_digest(self, path: Path) -> str:

@@ -40,6 +40,7 @@ class RunResult:
 class RunObserver(Protocol):
     def stage_started(self, plan: StagePlan) -> None: ...
     def stage_finished(self, result: StageResult) -> None: ...
+    def notice(self, message: str) -> None: ...
 
 
 class SilentObserver:
@@ -47,6 +48,9 @@ class SilentObserver:
         pass
 
     def stage_finished(self, result: StageResult) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
         pass
 
 

@@ -25,6 +25,13 @@ from edgepipe.run_results import (
 )
 from edgepipe.scheduler import Demand, schedule
 from edgepipe.stage_build import StageBuilder, private_copy
+from edgepipe.toolchains.declared import Toolchain
+from edgepipe.toolchains.environments import (
+    build_toolchain,
+    built_python,
+    toolchain_problems,
+    toolchain_root,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +76,41 @@ class Runner:
         to_check = [p for p in plans if p.status == "run"]
         for plan, found in zip(to_check, self._preflight_problems(to_check), strict=True):
             problems += [f"stage '{plan.stage_id}' ({plan.stage_type}): {p}" for p in found]
+        for toolchain, stage_ids in self._toolchains(to_check).items():
+            problems += [
+                f"stage '{stage_ids[0]}': {problem}"
+                for problem in toolchain_problems(toolchain, toolchain_root(self.cache.root))
+            ]
         if problems:
             raise PreflightError("cannot run; nothing was started:\n" + "\n".join(problems))
+
+    def _toolchains(self, plans: list[StagePlan]) -> dict[Toolchain, list[str]]:
+        """The toolchains these stages run in, each with the ids of the stages that use it."""
+        wanted: dict[Toolchain, list[str]] = {}
+        for plan in plans:
+            toolchain = self.graph.stage(plan.stage_id).toolchain_for(
+                self.graph.spec(plan.stage_id)
+            )
+            if toolchain is not None:
+                wanted.setdefault(toolchain, []).append(plan.stage_id)
+        return wanted
+
+    def _build_toolchains(self, plans: list[StagePlan]) -> None:
+        """Build (once per machine) the toolchains of the stages that will run, before any runs:
+        a build that fails stops the run with nothing started, like a failed preflight."""
+        root = toolchain_root(self.cache.root)
+        for toolchain, stage_ids in self._toolchains(
+            [p for p in plans if p.status == "run"]
+        ).items():
+            python = built_python(toolchain, root)
+            if python is None:
+                self.observer.notice(
+                    f"building toolchain '{toolchain.name}' (Python {toolchain.python}, "
+                    f"{len(toolchain.requirements)} packages) in {root}: once per machine"
+                )
+                python = build_toolchain(toolchain, root, log)
+            for stage_id in stage_ids:
+                self.builder.toolchain_pythons[stage_id] = python
 
     def _preflight_problems(self, plans: list[StagePlan]) -> list[list[str]]:
         base_dir = self.graph.recipe.base_dir
@@ -104,6 +144,7 @@ class Runner:
         if self.isolate and any(p.status == "run" for p in plans):
             start_server(self.builder.preload)  # its imports overlap with the preflight below
         self.preflight(plans)
+        self._build_toolchains(plans)
         known: dict[str, str] = {}
         for stage_id in self.graph.order(self._ancestors_of(selected)):
             plan = self.planner.lookup(stage_id, known)

@@ -49,6 +49,8 @@ class StageBuilder:
         # lockfile.recorded_settings: a stage rebuilt under its recorded key reproduces its choice
         self.recorded = recorded
         self.preload: list[str] = []
+        self.toolchain_pythons: dict[str, Path] = {}
+        """Stage id → the interpreter of its built toolchain (the runner builds them first)."""
 
     def build(self, plan: StagePlan) -> ActionRecord:
         """Run the stage, store its output tree and action record; raise on failure."""
@@ -115,6 +117,8 @@ class StageBuilder:
             "out_dir": str(out),
             "inputs": inputs,
         }
+        if plan.stage_id in self.toolchain_pythons:
+            payload["toolchain_python"] = str(self.toolchain_pythons[plan.stage_id])
         recorded = self.recorded.get(plan.stage_id)
         if recorded and recorded.get("key") == plan.key:
             payload["recorded"] = recorded

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgepipe.artifacts import Artifact, ArtifactKind
 from edgepipe.env import missing_modules
 from edgepipe.strict_fields import FieldError, StrictScalars
+from edgepipe.toolchains.declared import Toolchain, declared_toolchain
 
 
 class Resources(BaseModel):
@@ -127,6 +128,8 @@ class StageContext:
     recorded: dict[str, Any] | None = None
     """What the lockfile recorded for this stage under the same action key (e.g. the
     quantization settings a recovery search chose), so a rebuild can reproduce it."""
+    toolchain_python: Path | None = None
+    """The interpreter of the stage's built toolchain (``Stage.toolchain``), if it has one."""
 
     def resolve(self, relative: Path) -> Path:
         """A recipe path, relative to the recipe file."""
@@ -147,6 +150,17 @@ class Stage(ABC):
     uses_gpu: ClassVar[bool] = False
     """Always needs the GPU (e.g. a TensorRT build), whatever the spec's resources say."""
     summary: ClassVar[str] = ""
+    toolchain: ClassVar[str | None] = None
+    """Name of the isolated toolchain its work runs in (edgepipe.toolchains), if any; the spec's
+    ``toolchain`` field, when it has one, overrides its Python or pins."""
+
+    def toolchain_for(self, spec: StageSpec) -> Toolchain | None:
+        """The toolchain this spec's work runs in (declared, with the recipe's override)."""
+        if self.toolchain is None:
+            return None
+        declared = declared_toolchain(self.toolchain)
+        override = getattr(spec, "toolchain", None)
+        return override.apply(declared) if override is not None else declared
 
     def output_kind(self, spec: StageSpec) -> ArtifactKind:
         return self.output
