@@ -120,6 +120,27 @@ def digits(tmp_path_factory):
         return train_digits(shared)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_toolchains(tmp_path_factory):
+    """One folder of toolchain environments for the whole run, all xdist workers included: the
+    onnx2tf toolchain is built once (about a minute), under its own lock."""
+    if "EDGEPIPE_TOOLCHAINS" not in os.environ:
+        os.environ["EDGEPIPE_TOOLCHAINS"] = str(
+            tmp_path_factory.getbasetemp().parent / "toolchains"
+        )
+
+
+def _group(item, name: str) -> None:
+    item.add_marker(pytest.mark.xdist_group(name))
+    # pytest 9.2 keeps the node id in `_id`, and xdist 3.8 still appends its group suffix to the
+    # old `_nodeid`: the group was lost and each worker ran the shared fixture. Add it as this
+    # pytest reads it (the worker sends these ids to the scheduler).
+    if os.environ.get("PYTEST_XDIST_WORKER") and "@" not in item.nodeid and hasattr(item, "_id"):
+        from _pytest.nodeid import coerce_node_id
+
+        item._id = coerce_node_id(f"{item.nodeid}@{name}")
+
+
 # Files whose tests share a module-scoped fixture (one recipe run, many assertions): with
 # `--dist loadgroup` their tests stay on one xdist worker, so the fixture runs once.
 _SHARED_FIXTURE_FILES = {
@@ -127,15 +148,23 @@ _SHARED_FIXTURE_FILES = {
     "test_compose.py",
     "test_real_weights.py",
     "test_remote_cache.py",
+    "test_tflite.py",
     "test_torchscript.py",
 }
 # The longest tests start first, so that no worker is left with one of them at the end.
-_LONGEST_FIRST = ("test_families.py", "test_trained_quantization.py", "test_real_weights.py")
+_LONGEST_FIRST = (
+    "test_families.py",
+    "test_tflite.py",
+    "test_trained_quantization.py",
+    "test_real_weights.py",
+)
 
 
+# tryfirst: xdist's own hook turns the marks into the groups loadgroup schedules by.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name in _SHARED_FIXTURE_FILES:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+            _group(item, item.path.stem)
     rank = {name: index for index, name in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -53,10 +53,13 @@ class TfliteRuntime(Runtime):
     def _invoke(self, batch: Any) -> list[Any]:
         import numpy as np
 
-        if not self.fixed_batch and tuple(batch.shape) != tuple(self.input["shape"]):
+        if tuple(batch.shape) != tuple(self.input["shape"]):
+            # a dynamic dim (a composed model takes frames of any size): LiteRT refuses a
+            # static one that differs, with its own message
             self.interpreter.resize_tensor_input(self.input["index"], list(batch.shape))
             self.interpreter.allocate_tensors()
             self.input = self.interpreter.get_input_details()[0]
+            self.outputs = self.interpreter.get_output_details()
         self.interpreter.set_tensor(self.input["index"], _quantize(batch, self.input))
         self.interpreter.invoke()
         # get_tensor copies: the interpreter reuses its buffers on the next invoke

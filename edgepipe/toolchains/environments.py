@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "TOOLCHAINS_ENV",
+    "isolated_environ",
     "build_toolchain",
     "built_python",
     "find_python",
@@ -53,6 +54,18 @@ _OFFLINE_SIGNS = (
     "connectionerror",
     "read timed out",
 )
+
+
+# variables that would make a toolchain's Python see edgepipe's packages (PYTHONPATH=. in a
+# checkout makes `pip check` there judge edgepipe's own requirements) or another venv
+_DROPPED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONSAFEPATH", "VIRTUAL_ENV")
+
+
+def isolated_environ(**extra: str) -> dict[str, str]:
+    """This process's environment without what would leak edgepipe's Python into a toolchain's."""
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
+    env.update(PYTHONNOUSERSITE="1", **extra)
+    return env
 
 
 def toolchain_root(cache_root: Path) -> Path:
@@ -105,7 +118,12 @@ def _runs_as(python: Path, version: str) -> bool:
     probe = "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"
     try:
         done = subprocess.run(
-            [str(python), "-c", probe], capture_output=True, text=True, timeout=30, check=False
+            [str(python), "-c", probe],
+            env=isolated_environ(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -130,10 +148,12 @@ def toolchain_problems(toolchain: Toolchain, root: Path) -> list[str]:
             f"python{toolchain.python} with venv) or set {_python_env_var(toolchain.python)} "
             "to its interpreter"
         ]
+    if not toolchain.requirements:
+        return []
     done = _pip(python, ["install", "--dry-run", "--ignore-installed"], toolchain, timeout=600)
     if done.returncode == 0:
         return []
-    return [f"{what} is not built here and cannot be: {_pip_failure(done.stdout)}"]
+    return [f"{what} is not built here and cannot be: {_pip_failure(done.stdout, toolchain)}"]
 
 
 def _pip(python: Path, args: list[str], toolchain: Toolchain, timeout: float):
@@ -144,6 +164,7 @@ def _pip(python: Path, args: list[str], toolchain: Toolchain, timeout: float):
         return subprocess.run(
             [*command, "-r", "/dev/stdin"],
             input=requirements,
+            env=isolated_environ(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -154,13 +175,14 @@ def _pip(python: Path, args: list[str], toolchain: Toolchain, timeout: float):
         return subprocess.CompletedProcess(command, 1, f"pip took over {timeout:.0f} s")
 
 
-def _pip_failure(output: str) -> str:
+def _pip_failure(output: str, toolchain: Toolchain) -> str:
     lowered = output.lower()
     detail = _last_line(output)
     if any(sign in lowered for sign in _OFFLINE_SIGNS):
         return (
             "the package registry cannot be reached. Fix: run once with network access (any run "
-            "that uses it, or `edgepipe toolchains --build NAME`), or set EDGEPIPE_TOOLCHAINS to "
+            f"that uses it, or `edgepipe toolchains --build {toolchain.name}`), or set "
+            "EDGEPIPE_TOOLCHAINS to "
             f"a folder that holds it already built ({detail})"
         )
     if "resolutionimpossible" in lowered or "conflict" in lowered:
@@ -223,14 +245,12 @@ def _install(toolchain: Toolchain, interpreter: Path, env: Path) -> None:
     env.mkdir(parents=True)
     (env / "requirements.txt").write_text("\n".join(toolchain.requirements) + "\n")
     python = str(env / "bin" / "python")
-    steps = [
-        ("create the venv", [str(interpreter), "-m", "venv", str(env)]),
-        (
-            "install the pins",
-            [python, "-m", "pip", "install", "--no-deps", *_PIP_QUIET, "-r", "requirements.txt"],
-        ),
-        ("check their dependencies", [python, "-m", "pip", "check", "--disable-pip-version-check"]),
-    ]
+    steps = [("create the venv", [str(interpreter), "-m", "venv", str(env)])]
+    if toolchain.requirements:
+        install = [python, "-m", "pip", "install", "--no-deps", *_PIP_QUIET, "-r"]
+        steps.append(("install the pins", [*install, "requirements.txt"]))
+        check = [python, "-m", "pip", "check", "--disable-pip-version-check"]
+        steps.append(("check their dependencies", check))
     if toolchain.probe:
         imports = "; ".join(f"import {module}" for module in toolchain.probe)
         steps.append(("import " + ", ".join(toolchain.probe), [python, "-c", imports]))
@@ -239,12 +259,17 @@ def _install(toolchain: Toolchain, interpreter: Path, env: Path) -> None:
             build_log.write(f"$ {' '.join(command)}\n")
             build_log.flush()
             done = subprocess.run(
-                command, cwd=env, stdout=build_log, stderr=subprocess.STDOUT, check=False
+                command,
+                cwd=env,
+                env=isolated_environ(),
+                stdout=build_log,
+                stderr=subprocess.STDOUT,
+                check=False,
             )
             if done.returncode != 0:
-                tail = (env / "build.log").read_text(errors="replace")
+                why = _pip_failure((env / "build.log").read_text(errors="replace"), toolchain)
                 raise ToolchainError(
-                    f"toolchain '{toolchain.name}' could not {step}: {_pip_failure(tail)} "
+                    f"toolchain '{toolchain.name}' could not {step}: {why} "
                     f"(whole log: {env}.failed.log)"
                 )
 
@@ -252,6 +277,7 @@ def _install(toolchain: Toolchain, interpreter: Path, env: Path) -> None:
 def _write_marker(env: Path, toolchain: Toolchain, interpreter: Path, seconds: float) -> None:
     version = subprocess.run(
         [str(env / "bin" / "python"), "-c", "import platform; print(platform.python_version())"],
+        env=isolated_environ(),
         capture_output=True,
         text=True,
         check=True,

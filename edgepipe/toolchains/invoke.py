@@ -12,17 +12,15 @@ __all__ = ["WORKERS", "run_worker"]
 
 import json
 import logging
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from edgepipe.errors import StageError
 from edgepipe.processes import die_with_parent
+from edgepipe.toolchains.environments import isolated_environ
 
 WORKERS = Path(__file__).parent / "workers"
-# variables that would make the toolchain's Python read edgepipe's packages or settings
-_DROPPED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONSAFEPATH")
 
 
 def run_worker(
@@ -39,8 +37,7 @@ def run_worker(
     )
     request_file.write_text(json.dumps(request))
     result_file.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
-    env.update(TQDM_DISABLE="1", PYTHONNOUSERSITE="1", PYTHONUNBUFFERED="1")
+    env = isolated_environ(TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
     command = [str(python), str(WORKERS / f"{worker}.py"), str(request_file), str(result_file)]
     log.info("running %s in toolchain %s", worker, python.parent.parent.name)
     tail: list[str] = []
