@@ -57,6 +57,7 @@ def test_each_kind_has_its_runtime_and_stages_accept_what_runtimes_open():
         ArtifactKind.ONNX_MODEL,
         ArtifactKind.OPENVINO_IR,
         ArtifactKind.TORCHSCRIPT,
+        ArtifactKind.TFLITE_MODEL,
     )
     names = {
         kind: runtime_for(Artifact(kind, Path("."), {}, "x")).name for kind in runnable_kinds()
@@ -66,6 +67,7 @@ def test_each_kind_has_its_runtime_and_stages_accept_what_runtimes_open():
         ArtifactKind.ONNX_MODEL: "onnxruntime",
         ArtifactKind.OPENVINO_IR: "openvino",
         ArtifactKind.TORCHSCRIPT: "torchscript",
+        ArtifactKind.TFLITE_MODEL: "tflite",
     }
     engines = Artifact(
         ArtifactKind.ONNX_MODEL,

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from edgepipe.errors import ToolchainError
+from edgepipe.processes import die_with_parent
 from edgepipe.tmp_names import tmp_name
 from edgepipe.toolchains.declared import Toolchain
 
@@ -262,6 +263,8 @@ def _install(toolchain: Toolchain, interpreter: Path, env: Path) -> None:
                 command,
                 cwd=env,
                 env=isolated_environ(),
+                # a killed run must not leave pip writing into a folder the next run removes
+                preexec_fn=die_with_parent,  # noqa: PLW1509
                 stdout=build_log,
                 stderr=subprocess.STDOUT,
                 check=False,
