@@ -30,6 +30,8 @@ def key_document(
     """
     # ids and paths enter by content below; scheduling hints never change the output
     by_content = {*spec.input_fields, *spec.file_fields(), *spec.dir_fields(), "resources"}
+    if toolchain:  # the spec's override is in the toolchain section, resolved: not twice
+        by_content.add("toolchain")
     document = {
         "key_version": KEY_VERSION,
         "stage_type": spec.type,

@@ -177,3 +177,25 @@ def test_offline_with_nothing_built_preflight_stops_the_run_before_any_stage(wor
     assert "edgepipe toolchains --build onnx2tf" in message
     assert not workspace.out.exists() or not any(workspace.out.iterdir())
     assert not (workspace.root / "tc" / declared_toolchain("onnx2tf").folder_name).exists()
+
+
+def test_plan_names_the_pin_that_changed():
+    from edgepipe.key_documents import explain, key_document
+    from edgepipe.stages import get_stage
+
+    stage = get_stage("convert-tflite")
+    spec = stage.spec_class.model_validate({"type": "convert-tflite", "input": "onnx"})
+    newer = spec.model_copy(
+        update={"toolchain": ToolchainOverride(requirements=["onnx2tf==2.7.0", "onnx==1.21.0"])}
+    )
+
+    def document(this_spec):
+        facts = stage.toolchain_for(this_spec).key_facts()
+        return key_document(stage, this_spec, ["d" * 64], {}, {}, None, facts)
+
+    old, new = document(spec), document(newer)
+    assert "toolchain" not in old["spec"]  # the override is keyed once, resolved
+    reasons = explain(old, new, ["onnx"])
+    assert "toolchain requirements.onnx2tf 2.6.9 → 2.7.0" in reasons
+    assert "toolchain requirements.onnx 1.20.1 → 1.21.0" in reasons
+    assert "toolchain requirements.tqdm 4.67.1 → not installed" in reasons
