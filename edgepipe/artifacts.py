@@ -23,6 +23,7 @@ class ArtifactKind(StrEnum):
     OPENVINO_IR = "openvino-ir"
     TORCHSCRIPT = "torchscript"
     TFLITE_MODEL = "tflite-model"
+    AOTI_PACKAGE = "aoti-package"
     REPORT = "report"
 
 

@@ -58,6 +58,7 @@ def test_each_kind_has_its_runtime_and_stages_accept_what_runtimes_open():
         ArtifactKind.OPENVINO_IR,
         ArtifactKind.TORCHSCRIPT,
         ArtifactKind.TFLITE_MODEL,
+        ArtifactKind.AOTI_PACKAGE,
     )
     names = {
         kind: runtime_for(Artifact(kind, Path("."), {}, "x")).name for kind in runnable_kinds()
@@ -68,6 +69,7 @@ def test_each_kind_has_its_runtime_and_stages_accept_what_runtimes_open():
         ArtifactKind.OPENVINO_IR: "openvino",
         ArtifactKind.TORCHSCRIPT: "torchscript",
         ArtifactKind.TFLITE_MODEL: "tflite",
+        ArtifactKind.AOTI_PACKAGE: "aoti",
     }
     engines = Artifact(
         ArtifactKind.ONNX_MODEL,
