@@ -36,7 +36,7 @@ def key_document(
         "key_version": KEY_VERSION,
         "stage_type": spec.type,
         "implementation_version": stage.version,
-        "spec": spec.model_dump(mode="json", exclude=by_content),
+        "spec": _spec(spec, by_content),
         "inputs": list(input_digests),
         "files": dict(file_digests),
         "tools": dict(tools),
@@ -46,6 +46,17 @@ def key_document(
     if toolchain:  # likewise: only stages that run in an isolated toolchain
         document["toolchain"] = toolchain
     return document
+
+
+def _spec(spec: StageSpec, exclude: set[str]) -> dict[str, Any]:
+    dumped = spec.model_dump(mode="json", exclude=exclude)
+    fields = type(spec).model_fields
+    for name in spec.key_when_set:
+        if name in dumped and getattr(spec, name) == fields[name].get_default(
+            call_default_factory=True
+        ):
+            del dumped[name]
+    return dumped
 
 
 def explain(

@@ -52,6 +52,11 @@ class RuntimeOptions:
     openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)
     recipe_dir: Path = Path(".")
     """Where a torch model's builder resolves recipe-relative paths (a local factory module)."""
+    torch_compile: str | None = None
+    """A torch model run through torch.compile: "inductor", "inductor-max-autotune" or
+    "openvino" (the benchmark's compiled rows); None: eager."""
+    channels_last: bool = False
+    """A torch model and its inputs in channels-last memory format."""
 
 
 class Runtime:

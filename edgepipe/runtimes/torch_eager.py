@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = ["TorchEager", "open_reference", "run_on_image"]
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,16 @@ class TorchEager(Runtime):
         if options.threads:
             torch.set_num_threads(options.threads)
         self.module = rebuild(artifact.path, options.recipe_dir)
+        self.channels_last = options.channels_last
+        if options.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.compile_seconds: dict[tuple, float] = {}
+        """torch.compile: seconds the first call of each input shape took (compiling)."""
+        if options.torch_compile:
+            self.module = _compiled(self.module, options.torch_compile)
+            self.label = f"torch.compile {options.torch_compile}"
+        if options.channels_last:
+            self.label += " channels-last"
         self.data_config = artifact.meta["data_config"]
         self.weights = artifact.meta.get("weights", "unknown")
         self._transform = timm_eval_transform(self.data_config)
@@ -42,13 +53,35 @@ class TorchEager(Runtime):
         return self._transform(image).unsqueeze(0).numpy()
 
     def forward(self, batch: Any) -> list[Any]:
-        from edgepipe.models.torch_model import forward_numpy
+        from edgepipe.models.torch_model import output_tensors
 
-        return forward_numpy(self.module, batch)
+        return [o.float().numpy() for o in output_tensors(self.run(batch))]
 
     def run(self, batch: Any) -> Any:
-        with self._torch.inference_mode():
-            return self.module(self._torch.from_numpy(batch))
+        torch = self._torch
+        tensor = torch.from_numpy(batch)
+        if self.channels_last and tensor.ndim == 4:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        first = self.options.torch_compile and tuple(tensor.shape) not in self.compile_seconds
+        started = time.perf_counter()
+        with torch.inference_mode():
+            outputs = self.module(tensor)
+        if first:  # torch.compile compiles on the first call of each input shape
+            self.compile_seconds[tuple(tensor.shape)] = time.perf_counter() - started
+        return outputs
+
+
+def _compiled(module: Any, backend: str) -> Any:
+    """``module`` through torch.compile. dynamic=False: each batch size gets its own static
+    graph (what a benchmark times; the OpenVINO backend fails on dynamo's symbolic batch)."""
+    import torch
+
+    if backend == "openvino":
+        import openvino.torch  # noqa: F401 - registers the "openvino" backend
+
+        return torch.compile(module, backend="openvino", dynamic=False)
+    mode = "max-autotune-no-cudagraphs" if backend == "inductor-max-autotune" else None
+    return torch.compile(module, backend="inductor", mode=mode, dynamic=False)
 
 
 def open_reference(artifact: Artifact, recipe_dir: Path) -> TorchEager:

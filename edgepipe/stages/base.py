@@ -65,6 +65,9 @@ class StageSpec(StrictScalars):
 
     input_fields: ClassVar[tuple[str, ...]] = ()
     """Fields that name upstream stages (a stage id, or a list of them)."""
+    key_when_set: ClassVar[tuple[str, ...]] = ()
+    """Fields added to a stage type after its keys were committed: they enter the action key
+    only when they differ from their default, so adding one changes no existing key (or lock)."""
 
     type: str = Field(description="Stage type; selects which fields are allowed.")
     resources: Resources = Field(

@@ -6,9 +6,11 @@ __all__ = ["default_threads", "measure_all", "runtime_options"]
 
 import gc
 import os
+from dataclasses import replace
 from typing import Any
 
 from edgepipe.env import machine_fingerprint, tool_versions
+from edgepipe.errors import StageError, summarize_exception
 from edgepipe.imaging.samples import load_images
 from edgepipe.runtimes import OpenVinoOptions, RuntimeOptions, open_runtime, runtime_for
 from edgepipe.stages.base import Artifact, ArtifactKind, StageContext
@@ -39,6 +41,7 @@ def runtime_options(spec, threads: int | None, recipe_dir) -> RuntimeOptions:
             precision=None if openvino.precision == "default" else openvino.precision,
         ),
         recipe_dir=recipe_dir,
+        channels_last=spec.channels_last,
     )
 
 
@@ -89,6 +92,18 @@ def measure_all(
             rows[-1]["host_preprocessing"] = "cupy" if on_device else "pil"
         del target
         gc.collect()  # one model in memory at a time
+    notes = []
+    for backend in spec.torch_compile:
+        try:
+            rows += compiled_rows(backend, reference, options, images, preprocess_ms, ctx, spec)
+        except StageError:
+            raise  # a compiled module that computes something else fails the stage
+        except Exception as exc:  # a backend that cannot compile this model with this torch
+            notes.append(
+                f"torch.compile {backend}: not timed, it failed to compile: "
+                f"{summarize_exception(exc, 200)}"
+            )
+            ctx.log.warning("%s", notes[-1])
     _add_speedups(rows, reference)
     return {
         "recipe": ctx.stage_id,
@@ -106,7 +121,40 @@ def measure_all(
         "preprocess_ms": preprocess_ms,
         "gpu_preprocess_ms": gpu_preprocess_ms,
         "rows": rows,
+        "notes": notes,
     }
+
+
+def compiled_rows(backend, reference, options, images, preprocess_ms, ctx, spec) -> list[dict]:
+    """The reference model through torch.compile: its parity against eager first (a compiled
+    module that breaks the fp32 gates fails the stage), then one row per batch size, with the
+    compile time (the first call of each shape) apart from the steady state."""
+    from edgepipe.stages.benchmark.compiled import compiled_parity
+
+    target = open_runtime(reference, replace(options, torch_compile=backend))
+    verdict = compiled_parity(reference, target, images, options.recipe_dir)
+    rows = []
+    for batch_size in spec.batch_sizes:
+        row = _row(
+            spec,
+            ctx,
+            reference,
+            target,
+            images,
+            reference.meta["data_config"],
+            batch_size,
+            preprocess_ms,
+            {},
+        )
+        shape_seconds = [s for shape, s in target.compile_seconds.items() if shape[0] == batch_size]
+        row.update(
+            label=f"{reference.stage_id} [{backend}]",
+            parity=verdict,
+            compile_s=round(sum(shape_seconds), 2),
+            host_preprocessing="pil",
+        )
+        rows.append(row)
+    return rows
 
 
 def _row(

@@ -18,6 +18,7 @@ from edgepipe.stages.base import (
     Stage,
     StageContext,
     StageSpec,
+    missing_modules,
     register_stage,
 )
 
@@ -100,6 +101,22 @@ class BenchmarkSpec(MultiInputSpec):
     max_regression: float = Field(
         default=0.10, ge=0, description=("Allowed p50 slowdown vs the baseline (fraction).")
     )
+    torch_compile: list[Literal["inductor", "inductor-max-autotune", "openvino"]] = Field(
+        default_factory=list,
+        max_length=3,
+        description=(
+            "Also time the reference torch model through torch.compile with these backends "
+            "(inductor; inductor with mode max-autotune-no-cudagraphs; OpenVINO's "
+            "openvino.torch). Compile time is reported apart from latency, and each compiled "
+            "module must pass the fp32 parity gates against eager on the benchmark's photos."
+        ),
+    )
+    channels_last: bool = Field(
+        default=False,
+        description="Run the torch eager and torch.compile rows in channels-last memory format.",
+    )
+
+    key_when_set: ClassVar[tuple[str, ...]] = ("torch_compile", "channels_last")
 
     def needs_gpu(self) -> bool:
         """Whether ONNX Runtime is asked for a GPU execution provider."""
@@ -151,12 +168,20 @@ class BenchmarkStage(Stage):
         return (*self.tools, "onnxruntime-gpu") if spec.needs_gpu() else self.tools
 
     def preflight(self, spec: BenchmarkSpec, recipe_dir: Path) -> list[str]:
+        import shutil
+
         from edgepipe.runtimes import preflight_problems
         from edgepipe.stages.benchmark.measure import runtime_options
 
-        return super().preflight(spec, recipe_dir) + preflight_problems(
+        problems = super().preflight(spec, recipe_dir) + preflight_problems(
             runtime_options(spec, spec.threads, recipe_dir)
         )
+        inductor = any(b.startswith("inductor") for b in spec.torch_compile)
+        if inductor and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+            problems.append("torch_compile: inductor compiles C++: install a compiler (g++)")
+        if "openvino" in spec.torch_compile and missing_modules(("openvino",)):
+            problems.append("torch_compile: openvino needs pip install 'edgepipe[openvino]'")
+        return problems
 
     def key_extra(self, spec: BenchmarkSpec) -> dict[str, Any]:
         from edgepipe.env import machine_fingerprint

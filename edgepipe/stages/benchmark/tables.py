@@ -49,6 +49,13 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {row['e2e_p50_ms']:.2f} | {row['throughput_per_s']:.1f} | {speedup} "
             f"| {row.get('parity') or '—'} |"
         )
+    compiled = [row for row in report["rows"] if row.get("compile_s") is not None]
+    if compiled:
+        times = ", ".join(
+            f"{r['label']} batch {r['batch_size']} {r['compile_s']:.1f} s" for r in compiled
+        )
+        lines += ["", f"torch.compile time (first call of each shape, not in p50): {times}."]
+    lines += [f"\n{note}" for note in report.get("notes", [])]
     gpu_ms = report.get("gpu_preprocess_ms")
     on_gpu = f"; on the GPU rows in CuPy, {gpu_ms:.2f} ms" if gpu_ms is not None else ""
     lines += [
