@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "cpu_model",
+    "cxx_compiler_problems",
     "distribution_version",
     "machine_fingerprint",
     "missing_modules",
@@ -73,3 +74,12 @@ def missing_modules(distributions: tuple[str, ...]) -> list[str]:
         if importlib.util.find_spec(module) is None:
             missing.append(dist)
     return missing
+
+
+def cxx_compiler_problems(what: str) -> list[str]:
+    """``what`` needs a C++ compiler on PATH (Inductor writes and compiles C++ on the CPU)."""
+    import shutil
+
+    if any(shutil.which(name) for name in ("g++", "c++", "clang++")):
+        return []
+    return [f"{what} compiles C++: install a compiler (e.g. apt install g++, or build-essential)"]

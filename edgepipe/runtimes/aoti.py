@@ -20,6 +20,8 @@ class AotiRuntime(Runtime):
     kinds = (ArtifactKind.AOTI_PACKAGE,)
     summary = "AOTInductor package compiled for this CPU, loaded without the model's code"
     tools = ("torch",)
+    # an exported program's outputs are unnamed: the ONNX export's default keeps tables alike
+    output_names = ["output"]
 
     def __init__(self, artifact: Artifact, options: RuntimeOptions):
         import torch
@@ -28,18 +30,12 @@ class AotiRuntime(Runtime):
         if options.threads:
             torch.set_num_threads(options.threads)
         self.runner = torch._inductor.aoti_load_package(str(artifact.path / AOTI_FILE))
-        outputs = artifact.meta.get("outputs") or [{"name": "output"}]
-        self.output_names = [output["name"] for output in outputs]
         self.label = "aoti inductor" + (f" {options.threads} threads" if options.threads else "")
 
     def forward(self, batch: Any) -> list[Any]:
-        import torch
+        from edgepipe.models.torch_model import forward_numpy
 
-        from edgepipe.models.torch_model import output_tensors
-
-        with torch.inference_mode():
-            outputs = self.runner(torch.from_numpy(batch))
-        return [t.float().numpy() for t in output_tensors(outputs)]
+        return forward_numpy(self.runner, batch)
 
     def run(self, batch: Any) -> Any:
         import torch

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from edgepipe.env import cpu_model
+from edgepipe.env import cpu_model, cxx_compiler_problems
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.models.torch_model import input_only, output_tensors, rebuild
 from edgepipe.runtimes.aoti import AOTI_FILE
@@ -55,15 +55,7 @@ class ExportAotiStage(Stage):
     summary = "Compile a torch model ahead of time: torch.export + AOTInductor (.pt2)."
 
     def preflight(self, spec: ExportAotiSpec, recipe_dir: Path) -> list[str]:
-        import shutil
-
-        problems = super().preflight(spec, recipe_dir)
-        if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-            problems.append(
-                "AOTInductor compiles C++: install a compiler (e.g. apt install g++, or "
-                "build-essential)"
-            )
-        return problems
+        return super().preflight(spec, recipe_dir) + cxx_compiler_problems("AOTInductor")
 
     def key_extra(self, spec: ExportAotiSpec) -> dict[str, Any]:
         import platform
@@ -76,24 +68,30 @@ class ExportAotiStage(Stage):
         source = ctx.inputs[0]
         module = input_only(rebuild(source.path, ctx.recipe_dir))
         size = source.meta["data_config"]["input_size"]
-        example = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
+        batch = 2 if spec.dynamic_batch else 1
+        example = torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
         target = ctx.out_dir / AOTI_FILE
         started = time.perf_counter()
         with torch.no_grad():
-            program = _export(module, example[:1] if not spec.dynamic_batch else example, spec)
-            _compile(program, target)
+            _compile(_export(module, example, spec), target)
         seconds = time.perf_counter() - started
-        worst = _check(module, target, example[:1] if not spec.dynamic_batch else None, size)
+        # a dynamic package is checked on a batch size the export did not see
+        checked = torch.randn(3, *size) if spec.dynamic_batch else example
+        worst = _check(module, target, checked)
         ctx.log.info(
             "%s compiled in %.1f s; max abs difference to eager %.3g", target.name, seconds, worst
         )
-        batch = "batch" if spec.dynamic_batch else 1
         return {
             **source.meta,
             "model_file": AOTI_FILE,
             "precision": "fp32",
-            "inputs": [{"name": "input", "dtype": "float32", "shape": [batch, *size]}],
-            "outputs": [{"name": "output"}],
+            "inputs": [
+                {
+                    "name": "input",
+                    "dtype": "float32",
+                    "shape": ["batch" if spec.dynamic_batch else 1, *size],
+                }
+            ],
             "aoti": {
                 "dynamic_batch": spec.dynamic_batch,
                 "max_batch": spec.max_batch if spec.dynamic_batch else 1,
@@ -129,12 +127,11 @@ def _compile(program: Any, target: Path) -> None:
         ) from None
 
 
-def _check(module: Any, target: Path, fixed: Any, size: list[int]) -> float:
-    """Largest difference to eager on a batch size the export did not see (or the fixed one)."""
+def _check(module: Any, target: Path, batch: Any) -> float:
+    """Largest difference between the loaded package and eager on ``batch``."""
     import torch
 
     runner = torch._inductor.aoti_load_package(str(target))
-    batch = fixed if fixed is not None else torch.randn(3, *size)
     with torch.no_grad():
         expected = output_tensors(module(batch))
         actual = output_tensors(runner(batch))

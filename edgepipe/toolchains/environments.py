@@ -264,7 +264,7 @@ def _install(toolchain: Toolchain, interpreter: Path, env: Path) -> None:
                 cwd=env,
                 env=isolated_environ(),
                 # a killed run must not leave pip writing into a folder the next run removes
-                preexec_fn=die_with_parent,  # noqa: PLW1509
+                preexec_fn=die_with_parent,
                 stdout=build_log,
                 stderr=subprocess.STDOUT,
                 check=False,

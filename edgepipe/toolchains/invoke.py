@@ -48,7 +48,7 @@ def run_worker(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - the stage's process is single-threaded here
+        preexec_fn=die_with_parent,
     ) as process:
         assert process.stdout is not None
         for raw in process.stdout:

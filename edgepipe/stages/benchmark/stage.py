@@ -168,17 +168,15 @@ class BenchmarkStage(Stage):
         return (*self.tools, "onnxruntime-gpu") if spec.needs_gpu() else self.tools
 
     def preflight(self, spec: BenchmarkSpec, recipe_dir: Path) -> list[str]:
-        import shutil
-
+        from edgepipe.env import cxx_compiler_problems
         from edgepipe.runtimes import preflight_problems
         from edgepipe.stages.benchmark.measure import runtime_options
 
         problems = super().preflight(spec, recipe_dir) + preflight_problems(
             runtime_options(spec, spec.threads, recipe_dir)
         )
-        inductor = any(b.startswith("inductor") for b in spec.torch_compile)
-        if inductor and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-            problems.append("torch_compile: inductor compiles C++: install a compiler (g++)")
+        if any(backend.startswith("inductor") for backend in spec.torch_compile):
+            problems += cxx_compiler_problems("torch_compile: inductor")
         if "openvino" in spec.torch_compile and missing_modules(("openvino",)):
             problems.append("torch_compile: openvino needs pip install 'edgepipe[openvino]'")
         return problems
