@@ -13,6 +13,7 @@ from pathlib import Path
 
 SIZE = 32  # the 8x8 digits, upscaled: what the model sees
 HELD_OUT = 360
+BROKEN_LAYER = "blocks.2.0.conv_pwl.weight"  # broken_load_stage flips its sign
 EPOCHS = 8
 DATA_CONFIG = (
     "{input_size: [3, 32, 32], crop_pct: 1.0, interpolation: bicubic, "
@@ -27,12 +28,23 @@ class Digits:
     calibration: Path  # training digits, for quantization
     torch_top1: float
 
-    def load_stage(self, stage_id: str = "model") -> str:
+    def load_stage(self, stage_id: str = "model", checkpoint: Path | None = None) -> str:
         """A recipe line that loads the trained model (paths are absolute)."""
         return (
             f"  {stage_id}: {{type: load, name: test_efficientnet, num_classes: 10, "
-            f"weights: {self.checkpoint}, data_config: {DATA_CONFIG}}}"
+            f"weights: {checkpoint or self.checkpoint}, data_config: {DATA_CONFIG}}}"
         )
+
+    def broken_load_stage(self, folder: Path, stage_id: str = "broken") -> str:
+        """A recipe line that loads the model with one layer's sign flipped (written into
+        ``folder``): it runs, and computes something else: what a gate must fail."""
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(str(self.checkpoint))
+        weights[BROKEN_LAYER] = -weights[BROKEN_LAYER]
+        broken = folder / "broken.safetensors"
+        save_file(weights, str(broken))
+        return self.load_stage(stage_id, broken)
 
 
 def train_digits(folder: Path) -> Digits:

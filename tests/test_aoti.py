@@ -12,26 +12,18 @@ from conftest import outcomes
 
 pytestmark = pytest.mark.slow
 
-BROKEN_LAYER = "blocks.2.0.conv_pwl.weight"  # its sign flipped: the model runs, and is wrong
-
 
 @pytest.fixture(scope="module")
 def aoti_run(tmp_path_factory, digits):
     from conftest import Workspace
-    from safetensors.torch import load_file, save_file
 
     workspace = Workspace(tmp_path_factory.mktemp("aoti"))
-    weights = load_file(str(digits.checkpoint))
-    weights[BROKEN_LAYER] = -weights[BROKEN_LAYER]
-    broken = workspace.root / "broken.safetensors"
-    save_file(weights, str(broken))
-    load = digits.load_stage()
     lines = [
         "version: 1",
         "name: digits-aoti",
         "stages:",
-        load,
-        load.replace("  model:", "  broken:").replace(str(digits.checkpoint), str(broken)),
+        digits.load_stage(),
+        digits.broken_load_stage(workspace.root),
         "  aoti: {type: export-aoti, input: model, max_batch: 16}",
         "  parity_aoti: {type: parity, input: aoti}",
         "  wrong_reference: {type: parity, input: aoti, reference: broken}",
