@@ -13,6 +13,7 @@ __all__ = [
     "OpenVinoOptions",
     "Runtime",
     "RuntimeOptions",
+    "TorchCallable",
     "open_runtime",
     "preflight_problems",
     "register_runtime",
@@ -129,6 +130,36 @@ class Runtime:
 
     def size_bytes(self) -> int:
         return artifact_bytes(self.artifact)
+
+
+class TorchCallable(Runtime):
+    """An artifact that loads as a torch callable (TorchScript, an AOTInductor package): torch's
+    threads pinned, numpy in, float32 arrays out. A subclass says how to ``load`` it."""
+
+    tools: ClassVar[tuple[str, ...]] = ("torch",)
+    # such artifacts have no output names: the ONNX export's default keeps parity tables alike
+    output_names = ["output"]
+
+    def __init__(self, artifact: Artifact, options: RuntimeOptions):
+        import torch
+
+        super().__init__(artifact, options)
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        self._torch = torch
+        self.module = self.load(artifact)
+
+    def load(self, artifact: Artifact) -> Any:
+        raise NotImplementedError
+
+    def forward(self, batch: Any) -> list[Any]:
+        from edgepipe.models.torch_model import forward_numpy
+
+        return forward_numpy(self.module, batch)
+
+    def run(self, batch: Any) -> Any:
+        with self._torch.inference_mode():
+            return self.module(self._torch.from_numpy(batch))
 
 
 _RUNTIMES: list[type[Runtime]] = []

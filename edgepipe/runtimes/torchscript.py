@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.artifacts import Artifact, ArtifactKind
-from edgepipe.runtimes.base import Runtime, RuntimeOptions, register_runtime
+from edgepipe.runtimes.base import TorchCallable, register_runtime
 
 FULL_FILE = "model.pt"
 
@@ -28,28 +28,10 @@ def load_torchscript(path: Path):
 
 
 @register_runtime
-class TorchScriptRuntime(Runtime):
+class TorchScriptRuntime(TorchCallable):
     name = "torchscript"
     kinds = (ArtifactKind.TORCHSCRIPT,)
     summary = "libtorch, or the lite interpreter for a .ptl file"
-    tools = ("torch",)
-    # TorchScript has no output names: the ONNX export's default keeps parity tables alike
-    output_names = ["output"]
 
-    def __init__(self, artifact: Artifact, options: RuntimeOptions):
-        import torch
-
-        super().__init__(artifact, options)
-        if options.threads:
-            torch.set_num_threads(options.threads)
-        self.module = load_torchscript(artifact.path / artifact.meta.get("model_file", FULL_FILE))
-        self._torch = torch
-
-    def forward(self, batch: Any) -> list[Any]:
-        from edgepipe.models.torch_model import forward_numpy
-
-        return forward_numpy(self.module, batch)
-
-    def run(self, batch: Any) -> Any:
-        with self._torch.inference_mode():
-            return self.module(self._torch.from_numpy(batch))
+    def load(self, artifact: Artifact) -> Any:
+        return load_torchscript(artifact.path / artifact.meta.get("model_file", FULL_FILE))
