@@ -11,6 +11,8 @@ import pytest
 from conftest import outcomes
 
 pytestmark = pytest.mark.slow
+# rows, not precise numbers: short timing windows keep the suite fast
+QUICK = "warmup_seconds: 0.2, window_seconds: 0.2, max_seconds: 2"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,9 @@ def aoti_run(tmp_path_factory, digits):
         "  parity_aoti: {type: parity, input: aoti}",
         "  wrong_reference: {type: parity, input: aoti, reference: broken}",
         f"  eval_aoti: {{type: evaluate, input: aoti, dataset: {digits.val}}}",
-        "  bench: {type: benchmark, inputs: [aoti, parity_aoti], batch_sizes: [1, 4]}",
+        "  bench: {type: benchmark, inputs: [aoti, parity_aoti], batch_sizes: [1, 4], "
+        + QUICK
+        + "}",
     ]
     recipe = workspace.recipe("\n".join(lines))
     return workspace, workspace.cli("run", str(recipe), timeout=900)

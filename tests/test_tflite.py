@@ -11,6 +11,8 @@ import pytest
 from conftest import outcomes
 
 pytestmark = pytest.mark.slow
+# rows, not precise numbers: short timing windows keep the suite fast
+QUICK = "warmup_seconds: 0.2, window_seconds: 0.2, max_seconds: 2"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def tflite_run(tmp_path_factory, digits):
         "  e2e_fp32: {type: convert-tflite, input: e2e}",
         "  broken_fp32: {type: convert-tflite, input: broken_onnx}",
         "  broken_parity: {type: parity, input: broken_fp32, reference: model}",
-        "  bench: {type: benchmark, inputs: [onnx, fp32, int8], batch_sizes: [1]}",
+        "  bench: {type: benchmark, inputs: [onnx, fp32, int8], batch_sizes: [1], " + QUICK + "}",
     ]
     for artifact in ("fp32", "fp16", "int8", "e2e_fp32"):
         lines.append(f"  parity_{artifact}: {{type: parity, input: {artifact}}}")
