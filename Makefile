@@ -18,7 +18,7 @@ $(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e '.[dev,openvino,remote,tflite]'
+	$(PIP) -e '.[dev,openvino,remote,tflite,torch-native]'
 	$(BIN)/python -m compileall -q edgepipe
 	touch $@ $(VENV)/.installed-run
 

@@ -24,6 +24,7 @@ class ArtifactKind(StrEnum):
     TORCHSCRIPT = "torchscript"
     TFLITE_MODEL = "tflite-model"
     AOTI_PACKAGE = "aoti-package"
+    EXECUTORCH_PROGRAM = "executorch-program"
     REPORT = "report"
 
 

@@ -12,7 +12,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = {"torch", "timm", "onnx", "onnxruntime", "onnxsim", "openvino", "nncf", "numpy"}
+HEAVY = {
+    "torch",
+    "timm",
+    "onnx",
+    "onnxruntime",
+    "onnxsim",
+    "openvino",
+    "nncf",
+    "numpy",
+    "torchao",
+    "executorch",
+}
 
 
 class Workspace:
@@ -150,6 +161,7 @@ _SHARED_FIXTURE_FILES = {
     "test_real_weights.py",
     "test_remote_cache.py",
     "test_tflite.py",
+    "test_torch_native.py",
     "test_torchscript.py",
 }
 # The longest tests start first, so that no worker is left with one of them at the end.

@@ -59,6 +59,7 @@ def test_each_kind_has_its_runtime_and_stages_accept_what_runtimes_open():
         ArtifactKind.TORCHSCRIPT,
         ArtifactKind.TFLITE_MODEL,
         ArtifactKind.AOTI_PACKAGE,
+        ArtifactKind.EXECUTORCH_PROGRAM,
     )
     names = {
         kind: runtime_for(Artifact(kind, Path("."), {}, "x")).name for kind in runnable_kinds()
@@ -70,6 +71,7 @@ def test_each_kind_has_its_runtime_and_stages_accept_what_runtimes_open():
         ArtifactKind.TORCHSCRIPT: "torchscript",
         ArtifactKind.TFLITE_MODEL: "tflite",
         ArtifactKind.AOTI_PACKAGE: "aoti",
+        ArtifactKind.EXECUTORCH_PROGRAM: "executorch",
     }
     engines = Artifact(
         ArtifactKind.ONNX_MODEL,

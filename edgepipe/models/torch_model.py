@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "BUILDER_FILE",
     "WEIGHTS_FILE",
+    "WRAPPED",
     "data_config_of",
     "forward_numpy",
     "import_callable",
@@ -133,6 +134,11 @@ def forward_numpy(module: Any, batch: Any) -> list[Any]:
     with torch.no_grad():
         outputs = module(torch.from_numpy(batch))
     return [o.float().numpy() for o in output_tensors(outputs)]
+
+
+WRAPPED = "inner"
+"""The attribute ``input_only`` keeps the model in: module names of an exported wrapper start
+with it."""
 
 
 def input_only(module: Any) -> Any:

@@ -18,8 +18,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgepipe.env import cpu_model, cxx_compiler_problems
-from edgepipe.errors import StageError, summarize_exception
-from edgepipe.models.torch_model import input_only, output_tensors, rebuild
+from edgepipe.models.torch_export import (
+    check_faithful,
+    compile_aoti,
+    example_batch,
+    export_program,
+)
+from edgepipe.models.torch_model import input_only, rebuild
 from edgepipe.runtimes.aoti import AOTI_FILE
 from edgepipe.stages.base import (
     ArtifactKind,
@@ -68,16 +73,16 @@ class ExportAotiStage(Stage):
         source = ctx.inputs[0]
         module = input_only(rebuild(source.path, ctx.recipe_dir))
         size = source.meta["data_config"]["input_size"]
-        batch = 2 if spec.dynamic_batch else 1
-        example = torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
+        example = example_batch(source.meta, 2 if spec.dynamic_batch else 1)
         target = ctx.out_dir / AOTI_FILE
         started = time.perf_counter()
-        with torch.no_grad():
-            _compile(_export(module, example, spec), target)
+        max_batch = spec.max_batch if spec.dynamic_batch else None
+        compile_aoti(export_program(module, example, max_batch), target)
         seconds = time.perf_counter() - started
         # a dynamic package is checked on a batch size the export did not see
         checked = torch.randn(3, *size) if spec.dynamic_batch else example
-        worst = _check(module, target, checked)
+        runner = torch._inductor.aoti_load_package(str(target))
+        worst = check_faithful(module, runner, checked, _RTOL, "compiled package")
         ctx.log.info(
             "%s compiled in %.1f s; max abs difference to eager %.3g", target.name, seconds, worst
         )
@@ -98,48 +103,3 @@ class ExportAotiStage(Stage):
                 "compile_seconds": round(seconds, 1),
             },
         }
-
-
-def _export(module: Any, example: Any, spec: ExportAotiSpec) -> Any:
-    import torch
-
-    shapes = None
-    if spec.dynamic_batch:
-        shapes = ({0: torch.export.Dim("batch", min=1, max=spec.max_batch)},)
-    try:
-        return torch.export.export(module, (example,), dynamic_shapes=shapes)
-    except Exception as exc:  # torch.export raises UserError, GuardOnDataDependent…
-        raise StageError(
-            f"torch.export failed: {summarize_exception(exc)}. A model with Python control flow "
-            "that depends on its input cannot be exported; try export-torchscript or export"
-        ) from None
-
-
-def _compile(program: Any, target: Path) -> None:
-    import torch
-
-    try:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(target))
-    except Exception as exc:  # a C++ compiler missing or failing, an unsupported op
-        raise StageError(
-            f"AOTInductor could not compile the model: {summarize_exception(exc)} "
-            "(it needs a C++ compiler, e.g. g++, on PATH)"
-        ) from None
-
-
-def _check(module: Any, target: Path, batch: Any) -> float:
-    """Largest difference between the loaded package and eager on ``batch``."""
-    import torch
-
-    runner = torch._inductor.aoti_load_package(str(target))
-    with torch.no_grad():
-        expected = output_tensors(module(batch))
-        actual = output_tensors(runner(batch))
-    worst = max(float((a - e).abs().max()) for a, e in zip(actual, expected, strict=True))
-    scale = max(float(e.abs().max()) for e in expected) or 1.0
-    if worst > _RTOL * scale:
-        raise StageError(
-            f"the compiled package differs from eager by {worst:.3g} (largest output "
-            f"{scale:.3g}): not a faithful compilation"
-        )
-    return worst

@@ -86,7 +86,7 @@ class _Ladder:
     def attempt(self, name: str, settings: dict[str, Any]) -> Tried:
         folder = self.folder / f"{len(self.tried):02d}-{name}"
         meta = self.backend.build(settings, folder)
-        candidate = self.check.open(folder, meta)
+        candidate = self.check.open(folder, meta, getattr(self.backend, "output_kind", None))
         fidelity = self.check.measure(candidate, meta["precision"])
         ms = time_ms(candidate, self.check.inputs[0])
         del candidate
@@ -122,6 +122,12 @@ def _calibration_rung(ladder: _Ladder, backend, target) -> None:
 _CALIBRATION_AXES = {
     "onnx-model": ("calibrate_method", ("minmax", "percentile", "entropy"), "per_channel"),
     "openvino-ir": ("preset", ("performance", "mixed"), "fast_bias_correction"),
+    "torch-model": ("observer", ("histogram", "minmax"), "per_channel"),
+}
+_FLOAT_SETTING = {
+    "onnx-model": "exclude_nodes",
+    "openvino-ir": "ignored_names",
+    "torch-model": "float_modules",
 }
 _OFF_SUFFIX = {"per_channel": "-per-tensor", "fast_bias_correction": "-bias-correction"}
 
@@ -146,7 +152,7 @@ def _sensitivity_rung(ladder: _Ladder, backend, target) -> None:
         return
     ranked = [name for name, loss in backend.sensitive_nodes(best, backend.calibration()[:8])]
     ladder.log.info("most sensitive nodes (dB lost): %s", ", ".join(ranked[:8]))
-    key = "ignored_names" if backend.kind == "openvino-ir" else "exclude_nodes"
+    key = _FLOAT_SETTING[backend.kind]
     count = 1
     while count <= min(target.max_float_nodes, len(ranked)):
         settings = {**best.settings, key: sorted({*best.settings[key], *ranked[:count]})}
@@ -157,7 +163,9 @@ def _sensitivity_rung(ladder: _Ladder, backend, target) -> None:
 
 def _fallback_rung(ladder: _Ladder, backend, target) -> None:
     already = any(t.settings["mode"] == "fp16" for t in ladder.tried)
-    if target.fallback == "fp16" and not already:
+    if target.fallback == "fp16" and backend.kind == "torch-model":
+        ladder.log.warning("backend torch has no fp16 fallback (PT2E builds INT8 only)")
+    elif target.fallback == "fp16" and not already:
         ladder.attempt("fp16", {"mode": "fp16"})
 
 

@@ -1,4 +1,5 @@
-"""``quantize``: INT8 (ONNX Runtime static/dynamic, OpenVINO NNCF) and FP16 conversion.
+"""``quantize``: INT8 (ONNX Runtime static/dynamic, OpenVINO NNCF, PyTorch PT2E) and FP16
+conversion.
 
 Defaults steer to the fast path measured in MEASUREMENTS.md: static QDQ, per-channel, only
 Conv/MatMul/Gemm (quantizing Add/LayerNorm/Softmax wrecks ViTs), and dynamic mode limited to
@@ -7,15 +8,16 @@ MatMul/Gemm because dynamic Conv becomes ConvInteger, ~3x slower than fp32.
 
 from __future__ import annotations
 
-__all__ = ["NncfOptions", "OrtOptions", "QuantizeSpec", "QuantizeStage"]
+__all__ = ["NncfOptions", "OrtOptions", "QuantizeSpec", "QuantizeStage", "TorchOptions"]
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edgepipe.artifacts import ARTIFACT_FILE
+from edgepipe.env import cpu_model, cxx_compiler_problems
 from edgepipe.imaging.samples import BUNDLED_PHOTO_TOOLS
 from edgepipe.stages.base import (
     ArtifactKind,
@@ -31,82 +33,22 @@ from edgepipe.stages.quantize.calibration import (
     calibration_problems,
     describe_calibration,
 )
+from edgepipe.stages.quantize.options import NncfOptions, OrtOptions, TorchOptions
 from edgepipe.stages.quantize.target import AccuracyTarget
-
-
-class OrtOptions(BaseModel):
-    """ONNX Runtime quantization settings (backend: onnxruntime)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format: Literal["QDQ", "QOperator"] = Field(
-        default="QDQ",
-        description=("QDQ (portable, what TensorRT/OpenVINO read) or QOperator (QLinearConv…)."),
-    )
-    per_channel: bool = Field(default=True, description="Per-channel weight scales.")
-    calibrate_method: Literal["minmax", "entropy", "percentile"] = Field(
-        default="minmax", description="How activation ranges are chosen from calibration data."
-    )
-    activation_type: Literal["uint8", "int8"] = Field(
-        default="uint8",
-        description=(
-            "Activation type; uint8 activations + int8 weights is the fast x86 (VNNI) combination."
-        ),
-    )
-    weight_type: Literal["int8", "uint8"] = Field(default="int8", description="Weight type.")
-    op_types: list[str] | None = Field(
-        default=None,
-        description=(
-            "Operator types to quantize. Default: Conv, MatMul, Gemm (static); MatMul, Gemm "
-            "(dynamic)."
-        ),
-    )
-    exclude_nodes: list[str] = Field(default_factory=list, description="Node names to keep float.")
-    pre_process: bool = Field(
-        default=True,
-        description=("Run ORT's quant_pre_process (shape inference + graph optimisation) first."),
-    )
-    reduce_range: bool = Field(default=False, description="7-bit weights, for CPUs without VNNI.")
-
-
-class NncfOptions(BaseModel):
-    """NNCF post-training quantization settings (backend: openvino)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    preset: Literal["performance", "mixed"] = Field(
-        default="performance",
-        description=(
-            "performance: symmetric activations; mixed: asymmetric activations (better for "
-            "non-ReLU models)."
-        ),
-    )
-    model_type: Literal["auto", "transformer", "cnn"] = Field(
-        default="auto",
-        description=(
-            "transformer keeps attention-sensitive ops in float; auto detects Softmax+MatMul."
-        ),
-    )
-    subset_size: int = Field(
-        default=300,
-        ge=1,
-        description=("Calibration samples NNCF uses (at most calibration.count)."),
-    )
-    fast_bias_correction: bool = Field(default=True, description="Faster bias correction.")
-    ignored_names: list[str] = Field(default_factory=list, description="Nodes to keep float.")
-    ignored_types: list[str] = Field(default_factory=list, description="Op types to keep float.")
-    ignored_patterns: list[str] = Field(
-        default_factory=list, description=("Regexes of node names to keep float.")
-    )
 
 
 class QuantizeSpec(SingleInputSpec):
     """Quantize or down-cast a model."""
 
     type: Literal["quantize"] = Field(description="Stage type.")
-    backend: Literal["onnxruntime", "openvino"] = Field(
+    key_when_set: ClassVar[tuple[str, ...]] = ("torch",)
+
+    backend: Literal["onnxruntime", "openvino", "torch"] = Field(
         default="onnxruntime",
-        description=("onnxruntime takes an ONNX model; openvino (NNCF) takes an OpenVINO IR."),
+        description=(
+            "onnxruntime takes an ONNX model; openvino (NNCF) takes an OpenVINO IR; torch "
+            "(PT2E) takes the torch model and gives an AOTInductor package or ExecuTorch program."
+        ),
     )
     mode: Literal["static", "dynamic", "fp16"] = Field(
         default="static",
@@ -124,6 +66,9 @@ class QuantizeSpec(SingleInputSpec):
     )
     openvino: NncfOptions = Field(
         default_factory=NncfOptions, description=("Settings for backend: openvino.")
+    )
+    torch: TorchOptions = Field(
+        default_factory=TorchOptions, description=("Settings for backend: torch.")
     )
     keep_io_types: bool = Field(
         default=True,
@@ -145,6 +90,10 @@ class QuantizeSpec(SingleInputSpec):
                 "mode",
                 "NNCF does static INT8 only; for fp16 weights use "
                 "convert-openvino with compress_to_fp16: true",
+            )
+        if self.backend == "torch" and self.mode == "fp16":
+            raise FieldError(
+                "mode", "backend torch builds INT8 (static or dynamic); for fp16 use onnxruntime"
             )
         return self
 
@@ -174,6 +123,15 @@ class QuantizeSpec(SingleInputSpec):
         return folders
 
 
+_BACKEND_TOOLS = {
+    "onnxruntime": ("onnx", "onnxruntime"),
+    "openvino": ("openvino", "nncf"),
+    "torch": ("torch", "timm", "torchao"),
+}
+# what each back end takes when it differs from what it gives
+_BACKEND_INPUT = {"torch": (ArtifactKind.TORCH_MODEL,)}
+
+
 @register_stage
 class QuantizeStage(Stage):
     type = "quantize"
@@ -181,8 +139,8 @@ class QuantizeStage(Stage):
     # 2: composed models quantize their network only; calibration samples a folder evenly and
     # defaults to 64 samples; strided calibration; `target` and recovery
     version = 2
-    input_kinds = (ArtifactKind.ONNX_MODEL, ArtifactKind.OPENVINO_IR)
-    summary = "INT8 quantization (ORT static/dynamic, OpenVINO NNCF) or FP16 conversion."
+    input_kinds = (ArtifactKind.ONNX_MODEL, ArtifactKind.OPENVINO_IR, ArtifactKind.TORCH_MODEL)
+    summary = "INT8 quantization (ORT static/dynamic, OpenVINO NNCF, PT2E) or FP16 conversion."
 
     def headline(self, files: dict[str, Path]) -> dict[str, Any]:
         if ARTIFACT_FILE not in files:
@@ -199,14 +157,29 @@ class QuantizeStage(Stage):
         }
 
     def output_kind(self, spec: QuantizeSpec) -> ArtifactKind:
+        if spec.backend == "torch":
+            if spec.torch.quantizer == "xnnpack":
+                return ArtifactKind.EXECUTORCH_PROGRAM
+            return ArtifactKind.AOTI_PACKAGE
         return ArtifactKind.OPENVINO_IR if spec.backend == "openvino" else ArtifactKind.ONNX_MODEL
 
     def accepted_kinds(self, field: str, spec: StageSpec | None = None) -> tuple[ArtifactKind, ...]:
-        return (self.output_kind(spec),) if spec is not None else self.input_kinds
+        if spec is None:
+            return self.input_kinds
+        return _BACKEND_INPUT.get(spec.backend) or (self.output_kind(spec),)
+
+    def key_extra(self, spec: QuantizeSpec) -> dict[str, Any]:
+        if spec.backend == "torch" and spec.torch.quantizer == "x86-inductor":
+            import platform  # AOTInductor compiles C++ for this CPU's vector ISA
+
+            return {"cpu": cpu_model(), "machine": platform.machine()}
+        return {}
 
     def tools_for(self, spec: QuantizeSpec) -> tuple[str, ...]:
         common = ("numpy", "timm", "torch", "pillow") if spec.mode == "static" else ("numpy",)
-        backend = ("openvino", "nncf") if spec.backend == "openvino" else ("onnx", "onnxruntime")
+        backend = _BACKEND_TOOLS[spec.backend]
+        if spec.backend == "torch" and spec.torch.quantizer == "xnnpack":
+            backend = (*backend, "executorch")
         images = (
             BUNDLED_PHOTO_TOOLS if spec.mode == "static" and not spec.calibration.images else ()
         )
@@ -216,11 +189,15 @@ class QuantizeStage(Stage):
         problems = super().preflight(spec, recipe_dir)
         if spec.mode == "static":
             problems += calibration_problems(spec.calibration, recipe_dir)
+        if spec.backend == "torch" and spec.torch.quantizer == "x86-inductor":
+            problems += cxx_compiler_problems("AOTInductor")
         return problems
 
     def run(self, spec: QuantizeSpec, ctx: StageContext) -> dict[str, Any]:
         if spec.backend == "openvino":
             from edgepipe.stages.quantize.nncf_backend import NncfBackend as Backend
+        elif spec.backend == "torch":
+            from edgepipe.stages.quantize.torch_backend import TorchBackend as Backend
         else:
             from edgepipe.stages.quantize.ort_backend import OrtBackend as Backend
         from edgepipe.stages.quantize.recovery import quantize_with_target
