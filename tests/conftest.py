@@ -155,7 +155,6 @@ def _group(item, name: str) -> None:
 # Files whose tests share a module-scoped fixture (one recipe run, many assertions): with
 # `--dist loadgroup` their tests stay on one xdist worker, so the fixture runs once.
 _SHARED_FIXTURE_FILES = {
-    "test_aoti.py",
     "test_bad_recipes.py",
     "test_compose.py",
     "test_real_weights.py",

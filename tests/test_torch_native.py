@@ -1,8 +1,9 @@
-"""PyTorch-native targets on the model the suite trains (tests/digits.py): an ExecuTorch .pte
-(XNNPACK, fp32), PT2E INT8 as an AOTInductor package (X86InductorQuantizer) and as an
-ExecuTorch program (XNNPACKQuantizer), calibrated on real digits. Each keeps top-1 and passes
-parity; parity against a broken reference fails; they share one benchmark table; a fully
-cached rerun imports neither torchao nor ExecuTorch."""
+"""PyTorch-native targets on the model the suite trains (tests/digits.py), in one recipe: an
+AOTInductor package (export-aoti, dynamic batch), an ExecuTorch .pte (XNNPACK, fp32), PT2E INT8
+as an AOTInductor package (X86InductorQuantizer) and as an ExecuTorch program
+(XNNPACKQuantizer), calibrated on real digits. Each keeps top-1 and passes parity; parity
+against a broken reference fails; they share one benchmark table; a fully cached rerun imports
+neither torchao nor ExecuTorch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import pytest
 from conftest import outcomes
 
 pytestmark = pytest.mark.slow
+# rows, not precise numbers: short timing windows keep the suite fast
 QUICK = "warmup_seconds: 0.2, window_seconds: 0.2, max_seconds: 2"
+BUILT = ("aoti", "pte", "pt2e", "pte_int8")
+PRECISION = {"aoti": "fp32", "pte": "fp32", "pt2e": "int8", "pte_int8": "int8"}
 
 
 @pytest.fixture(scope="module")
@@ -21,30 +25,29 @@ def native_run(tmp_path_factory, digits):
 
     workspace = Workspace(tmp_path_factory.mktemp("native"))
     calibration = f"calibration: {{images: {digits.calibration}, count: 32}}"
+    val = digits.val
     lines = [
         "version: 1",
         "name: digits-native",
         "stages:",
         digits.load_stage(),
         digits.broken_load_stage(workspace.root),
+        "  aoti: {type: export-aoti, input: model, max_batch: 16}",
         "  pte: {type: export-executorch, input: model}",
         f"  pt2e: {{type: quantize, input: model, backend: torch, {calibration}}}",
         f"  pte_int8: {{type: quantize, input: model, backend: torch, {calibration}, "
         "torch: {quantizer: xnnpack}}",
-        *(f"  parity_{sid}: {{type: parity, input: {sid}}}" for sid in ("pte", "pt2e", "pte_int8")),
-        *(
-            f"  eval_{sid}: {{type: evaluate, input: {sid}, dataset: {digits.val}}}"
-            for sid in ("pte", "pt2e", "pte_int8")
-        ),
+        *(f"  parity_{sid}: {{type: parity, input: {sid}}}" for sid in BUILT),
+        *(f"  eval_{sid}: {{type: evaluate, input: {sid}, dataset: {val}}}" for sid in BUILT),
         "  wrong_reference: {type: parity, input: pte_int8, reference: broken}",
-        "  bench: {type: benchmark, inputs: [pte, pt2e, pte_int8, parity_pte, parity_pt2e, "
-        f"parity_pte_int8], batch_sizes: [1], {QUICK}}}",
+        f"  bench: {{type: benchmark, inputs: [{', '.join(BUILT)}, "
+        f"{', '.join('parity_' + sid for sid in BUILT)}], batch_sizes: [1, 4], {QUICK}}}",
     ]
     recipe = workspace.recipe("\n".join(lines))
     return workspace, recipe, workspace.cli("run", str(recipe), timeout=900)
 
 
-@pytest.mark.parametrize("stage", ["pte", "pt2e", "pte_int8"])
+@pytest.mark.parametrize("stage", BUILT)
 def test_each_target_keeps_top1_and_passes_parity(native_run, stage):
     workspace, _, result = native_run
     stages = outcomes(result.stderr)
@@ -52,7 +55,7 @@ def test_each_target_keeps_top1_and_passes_parity(native_run, stage):
     report = json.loads((workspace.out / f"eval_{stage}" / "evaluate.json").read_text())
     assert report["images"] == 360 and report["top1_drop"] <= 0.02, report
     parity = json.loads((workspace.out / f"parity_{stage}" / "parity.json").read_text())
-    assert parity["passed"] and parity["kind"] == ("fp32" if stage == "pte" else "int8")
+    assert parity["passed"] and parity["kind"] == PRECISION[stage]
 
 
 def test_the_int8_artifacts_are_what_they_say(native_run):
@@ -79,13 +82,35 @@ def test_parity_against_a_broken_reference_fails(native_run):
     assert "stage 'wrong_reference' failed: parity gate failed" in " ".join(result.stderr.split())
 
 
-def test_one_benchmark_table_holds_them(native_run):
+def test_one_benchmark_table_holds_them_at_any_batch(native_run):
     workspace, _, _ = native_run
     rows = json.loads((workspace.out / "bench" / "benchmark.json").read_text())["rows"]
-    runtimes = [row["runtime"].split()[0] for row in rows]
-    assert runtimes.count("executorch") == 2 and runtimes.count("aoti") == 1, runtimes
+    runtimes = {
+        batch: [row["runtime"].split()[0] for row in rows if row["batch_size"] == batch]
+        for batch in (1, 4)
+    }
+    assert runtimes[1].count("executorch") == 2 and runtimes[1].count("aoti") == 2, runtimes
+    # the .pte programs take batch 1 (as on a phone): no batch-4 row pretends otherwise
+    assert "executorch" not in runtimes[4] and runtimes[4].count("aoti") == 2, runtimes
     built = [row for row in rows if row["parity"] != "reference"]
     assert all(row["p50_ms"] > 0 and row["parity"] == "passed" for row in built), rows
+
+
+def test_the_aoti_package_takes_a_dynamic_batch(native_run):
+    workspace, _, _ = native_run
+    meta = json.loads((workspace.out / "aoti" / "artifact.json").read_text())["meta"]
+    assert meta["inputs"][0]["shape"] == ["batch", 3, 32, 32]
+    assert meta["aoti"]["dynamic_batch"] and meta["aoti"]["compile_seconds"] > 0
+    assert (workspace.out / "aoti" / "model.pt2").stat().st_size > 0
+
+
+@pytest.mark.parametrize("stage", ["aoti", "pt2e"])
+def test_aoti_packages_are_keyed_by_this_cpu(native_run, stage):
+    workspace, _, _ = native_run
+    index = workspace.cache / "index" / "digits-native" / f"{stage}.json"
+    document = json.loads(index.read_text())
+    document = document.get("key_document", document)
+    assert document["extra"]["cpu"] and document["extra"]["machine"]
 
 
 def test_a_fully_cached_rerun_imports_neither_torchao_nor_executorch(native_run):

@@ -128,7 +128,7 @@ class TorchBackend:
             config = chosen.get_symmetric_quantization_config(
                 is_per_channel=settings["per_channel"], is_dynamic=settings["mode"] == "dynamic"
             )
-            keep_float = quantizer.set_module_name
+            keep_float = _xnnpack_keep_float(quantizer)
         else:
             from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as chosen
 
@@ -138,7 +138,11 @@ class TorchBackend:
             )
             if not settings["per_channel"]:
                 config = dataclasses.replace(config, weight=_per_tensor(config.weight))
-            keep_float = quantizer.set_module_name_qconfig
+
+            def keep_float(names: list[str]) -> None:
+                for name in names:
+                    quantizer.set_module_name_qconfig(name, None)
+
         if settings["mode"] == "static" and settings["observer"] == "minmax":
             config = _minmax_activations(config)
         if settings["mode"] == "dynamic" and not self.for_executorch:
@@ -148,12 +152,24 @@ class TorchBackend:
             quantizer.set_module_type_qconfig(torch.nn.Linear, config)
         else:
             quantizer.set_global(config)
-        for name in settings["float_modules"]:
-            keep_float(f"{WRAPPED}.{name}", None)
+        keep_float([f"{WRAPPED}.{name}" for name in settings["float_modules"]])
         return quantizer
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _xnnpack_keep_float(quantizer: Any) -> Any:
+    """XNNPACKQuantizer refuses ``set_module_name(name, None)``: its filter function, which
+    every pattern it annotates consults, leaves those modules' nodes alone instead."""
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+    def keep_float(names: list[str]) -> None:
+        if names:
+            filters = [get_module_name_filter(name) for name in names]
+            quantizer.set_filter_function(lambda node: not any(f(node) for f in filters))
+
+    return keep_float
 
 
 def _minmax_activations(config: Any) -> Any:
