@@ -169,6 +169,7 @@ _LONGEST_FIRST = (
     "test_tflite.py",
     "test_trained_quantization.py",
     "test_real_weights.py",
+    "test_torch_native.py",
 )
 
 

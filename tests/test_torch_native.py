@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 # rows, not precise numbers: short timing windows keep the suite fast
 QUICK = "warmup_seconds: 0.2, window_seconds: 0.2, max_seconds: 2"
 BUILT = ("aoti", "pte", "pt2e", "pte_int8")
+INT8 = ("pt2e", "pte_int8")  # top-1 on held-out digits: what INT8 can lose (parity covers fp32)
 PRECISION = {"aoti": "fp32", "pte": "fp32", "pt2e": "int8", "pte_int8": "int8"}
 
 
@@ -38,10 +39,10 @@ def native_run(tmp_path_factory, digits):
         f"  pte_int8: {{type: quantize, input: model, backend: torch, {calibration}, "
         "torch: {quantizer: xnnpack}}",
         *(f"  parity_{sid}: {{type: parity, input: {sid}}}" for sid in BUILT),
-        *(f"  eval_{sid}: {{type: evaluate, input: {sid}, dataset: {val}}}" for sid in BUILT),
+        *(f"  eval_{sid}: {{type: evaluate, input: {sid}, dataset: {val}}}" for sid in INT8),
         "  wrong_reference: {type: parity, input: pte_int8, reference: broken}",
         f"  bench: {{type: benchmark, inputs: [{', '.join(BUILT)}, "
-        f"{', '.join('parity_' + sid for sid in BUILT)}], batch_sizes: [1, 4], {QUICK}}}",
+        f"{', '.join('parity_' + sid for sid in BUILT)}], batch_sizes: [1], {QUICK}}}",
     ]
     recipe = workspace.recipe("\n".join(lines))
     return workspace, recipe, workspace.cli("run", str(recipe), timeout=900)
@@ -52,8 +53,9 @@ def test_each_target_keeps_top1_and_passes_parity(native_run, stage):
     workspace, _, result = native_run
     stages = outcomes(result.stderr)
     assert stages[stage] == "built" and stages[f"parity_{stage}"] == "built", result.stderr
-    report = json.loads((workspace.out / f"eval_{stage}" / "evaluate.json").read_text())
-    assert report["images"] == 360 and report["top1_drop"] <= 0.02, report
+    if stage in INT8:
+        report = json.loads((workspace.out / f"eval_{stage}" / "evaluate.json").read_text())
+        assert report["images"] == 360 and report["top1_drop"] <= 0.02, report
     parity = json.loads((workspace.out / f"parity_{stage}" / "parity.json").read_text())
     assert parity["passed"] and parity["kind"] == PRECISION[stage]
 
@@ -82,16 +84,11 @@ def test_parity_against_a_broken_reference_fails(native_run):
     assert "stage 'wrong_reference' failed: parity gate failed" in " ".join(result.stderr.split())
 
 
-def test_one_benchmark_table_holds_them_at_any_batch(native_run):
+def test_one_benchmark_table_holds_them(native_run):
     workspace, _, _ = native_run
     rows = json.loads((workspace.out / "bench" / "benchmark.json").read_text())["rows"]
-    runtimes = {
-        batch: [row["runtime"].split()[0] for row in rows if row["batch_size"] == batch]
-        for batch in (1, 4)
-    }
-    assert runtimes[1].count("executorch") == 2 and runtimes[1].count("aoti") == 2, runtimes
-    # the .pte programs take batch 1 (as on a phone): no batch-4 row pretends otherwise
-    assert "executorch" not in runtimes[4] and runtimes[4].count("aoti") == 2, runtimes
+    runtimes = [row["runtime"].split()[0] for row in rows]
+    assert runtimes.count("executorch") == 2 and runtimes.count("aoti") == 2, runtimes
     built = [row for row in rows if row["parity"] != "reference"]
     assert all(row["p50_ms"] > 0 and row["parity"] == "passed" for row in built), rows
 
@@ -123,10 +120,8 @@ def test_a_fully_cached_rerun_imports_neither_torchao_nor_executorch(native_run)
     assert heavy == [], heavy
 
 
-def test_sensitivity_names_the_models_modules_and_keeping_them_float_takes_effect(
-    native_run, digits, tmp_path
-):
-    """What recovery's third rung measures and then changes, without compiling a candidate."""
+def _backend(native_run, digits, tmp_path, **extra):
+    """The PT2E back end over the run's trained model, as the quantize stage builds it."""
     import logging
 
     from edgepipe.artifacts import Artifact, ArtifactKind
@@ -144,10 +139,18 @@ def test_sensitivity_names_the_models_modules_and_keeping_them_float_takes_effec
             "input": "model",
             "backend": "torch",
             "calibration": {"images": str(digits.calibration), "count": 8},
+            **extra,
         }
     )
     ctx = StageContext("q", workspace.root, [source], tmp_path, logging.getLogger("test"))
-    backend = TorchBackend(spec, source, ctx)
+    return TorchBackend(spec, source, ctx)
+
+
+def test_sensitivity_names_the_models_modules_and_keeping_them_float_takes_effect(
+    native_run, digits, tmp_path
+):
+    """What recovery's third rung measures and then changes, without compiling a candidate."""
+    backend = _backend(native_run, digits, tmp_path)
     settings = backend.configured()
     ranked = backend.sensitive_nodes(_Tried(settings), backend.calibration())
     modules = dict(backend.module.inner.named_modules())
@@ -160,6 +163,24 @@ def test_sensitivity_names_the_models_modules_and_keeping_them_float_takes_effec
 
     worst = [name for name, _ in ranked[:2]]
     assert quantized_convs({**settings, "float_modules": worst}) < quantized_convs(settings)
+    backend.close()
+
+
+def test_dynamic_int8_quantizes_the_linear_layers_and_keeps_the_outputs(
+    native_run, digits, tmp_path
+):
+    """mode: dynamic (x86: Linear only, activations quantized at run time): PT2E observes
+    weights in a forward pass, so a conversion without one gave all-zero outputs."""
+    import torch
+
+    backend = _backend(native_run, digits, tmp_path, mode="dynamic")
+    converted = backend.quantized_module(backend.configured())
+    targets = [str(node.target) for node in converted.graph.nodes]
+    assert any("choose_qparams" in target for target in targets), targets
+    batch = torch.from_numpy(backend.calibration()[0])
+    with torch.no_grad():
+        expected, actual = backend.module(batch), converted(batch)
+    assert torch.nn.functional.cosine_similarity(expected, actual).min() > 0.99
     backend.close()
 
 

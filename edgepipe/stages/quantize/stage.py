@@ -123,6 +123,8 @@ class QuantizeSpec(SingleInputSpec):
         return folders
 
 
+TORCH_BACKEND_VERSION = 2  # 2: dynamic mode observes the weights before converting
+
 _BACKEND_TOOLS = {
     "onnxruntime": ("onnx", "onnxruntime"),
     "openvino": ("openvino", "nncf"),
@@ -169,11 +171,16 @@ class QuantizeStage(Stage):
         return _BACKEND_INPUT.get(spec.backend) or (self.output_kind(spec),)
 
     def key_extra(self, spec: QuantizeSpec) -> dict[str, Any]:
-        if spec.backend == "torch" and spec.torch.quantizer == "x86-inductor":
+        if spec.backend != "torch":
+            return {}
+        # the PT2E back end's own implementation version: bumping the stage's would move the
+        # keys (and locks) of every other back end
+        extra: dict[str, Any] = {"torch_backend_version": TORCH_BACKEND_VERSION}
+        if spec.torch.quantizer == "x86-inductor":
             import platform  # AOTInductor compiles C++ for this CPU's vector ISA
 
-            return {"cpu": cpu_model(), "machine": platform.machine()}
-        return {}
+            extra.update(cpu=cpu_model(), machine=platform.machine())
+        return extra
 
     def tools_for(self, spec: QuantizeSpec) -> tuple[str, ...]:
         common = ("numpy", "timm", "torch", "pillow") if spec.mode == "static" else ("numpy",)

@@ -88,10 +88,12 @@ class TorchBackend:
         program = program or export_program(self.module, self.example, self.max_batch)
         try:
             prepared = prepare_pt2e(program.module(), self._quantizer(settings))
-            if settings["mode"] == "static":
-                with torch.no_grad():
+            with torch.no_grad():
+                if settings["mode"] == "static":
                     for sample in self.calibration():
                         prepared(torch.from_numpy(sample))
+                else:  # PT2E observes weights in a forward pass too: one, on any input
+                    prepared(self.example)
             return convert_pt2e(prepared)
         except Exception as exc:  # an op pattern the quantizer cannot annotate, a bad name
             raise StageError(f"PT2E quantization failed: {summarize_exception(exc)}") from None
