@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-__all__ = ["ONNX_FILE", "copy_model_files", "describe_onnx", "image_axes", "remove_model_files"]
+__all__ = [
+    "ONNX_FILE",
+    "copy_model_files",
+    "describe_onnx",
+    "external_data_files",
+    "image_axes",
+    "import_onnx",
+    "remove_model_files",
+]
 
 import shutil
 from pathlib import Path
 from typing import Any
+
+from edgepipe.errors import StageError
 
 ONNX_FILE = "model.onnx"
 
@@ -63,3 +73,41 @@ def _value_info(value) -> dict[str, Any]:
             dims.append(dim.dim_param or "?")
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "?"
     return {"name": value.name, "dtype": dtype, "shape": dims}
+
+
+def external_data_files(source: Path) -> list[Path]:
+    """Files beside an ONNX model named after it (``model.onnx.data``, ``model.onnx_data``):
+    where exporters put external weights, and so what its cache key covers."""
+    if not source.parent.is_dir():
+        return []
+    return sorted(
+        p for p in source.parent.iterdir() if p.name.startswith(source.name) and p != source
+    )
+
+
+def import_onnx(source: Path, out_dir: Path) -> dict[str, Any]:
+    """Copy a user's ONNX file (and its external data) into ``out_dir``; its description."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo
+
+    target = out_dir / "model.onnx"
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends: all mean "not an ONNX model"
+        raise StageError(f"{source} is not a readable ONNX model: {exc}") from None
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        keyed = {p.name for p in external_data_files(source)}
+        elsewhere = sorted({ExternalDataInfo(t).location for t in external} - keyed)
+        if elsewhere:  # a change to it would not be seen: refuse rather than cache stale
+            raise StageError(
+                f"{source.name} keeps weights in {elsewhere[0]}, which is not named after it: "
+                f"edgepipe tracks external data files named {source.name}*. Re-save with "
+                f"onnx.save(model, '{source.name}', save_as_external_data=True, "
+                f"location='{source.name}.data')"
+            )
+        model = onnx.load(str(source))
+        onnx.save(model, str(target), save_as_external_data=True, location="model.onnx.data")
+    else:
+        shutil.copyfile(source, target)
+    return describe_onnx(target)

@@ -69,6 +69,10 @@ def _construct(builder: dict[str, Any], recipe_dir: Path) -> Any:
         import timm
 
         return timm.create_model(builder["name"], pretrained=False, **builder.get("kwargs", {}))
+    if builder["source"] == "torchvision":
+        from edgepipe.models.torchvision_models import construct
+
+        return construct(builder["name"], builder.get("kwargs", {}))
     factory = import_callable(builder["factory"], recipe_dir)
     return factory(**builder.get("kwargs", {}))
 

@@ -78,6 +78,7 @@ class EvaluateStage(VerificationStage):
 
     def run(self, spec: EvaluateSpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs
+        self.require_classifier(source)
         samples = labelled_images(
             ctx.resolve(spec.dataset), ctx.resolve(spec.class_map) if spec.class_map else None
         )

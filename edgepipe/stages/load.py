@@ -1,20 +1,20 @@
-"""``load``: bring a model into the pipeline (timm name, ``module:callable`` factory, ONNX file)."""
+"""``load``: bring a model into the pipeline (timm or torchvision name, ``module:callable``
+factory, ONNX file), and say what task it does."""
 
 from __future__ import annotations
 
 __all__ = ["DataConfigOverride", "LoadSpec", "LoadStage"]
 
 import re
-import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgepipe.errors import StageError
-from edgepipe.models import checkpoints, pretrained
+from edgepipe.models import checkpoints, pretrained, torchvision_models
 from edgepipe.models.module_sources import module_source_files
-from edgepipe.models.onnx_io import describe_onnx
+from edgepipe.models.onnx_io import external_data_files, import_onnx
 from edgepipe.models.package_files import is_package_reference, package_file
 from edgepipe.models.torch_model import data_config_of, import_callable, save_torch_model
 from edgepipe.stages.base import (
@@ -27,18 +27,10 @@ from edgepipe.stages.base import (
 )
 
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_NAMED = {"name", "pretrained", "weights", "strict", "match_by", "model_kwargs", "num_classes"}
 _SOURCE_FIELDS = {
-    "timm": {
-        "name",
-        "pretrained",
-        "weights",
-        "strict",
-        "match_by",
-        "model_kwargs",
-        "num_classes",
-        "seed",
-        "data_config",
-    },
+    "timm": {*_NAMED, "seed", "data_config"},
+    "torchvision": {*_NAMED, "seed", "data_config"},
     "callable": {"factory", "weights", "strict", "match_by", "model_kwargs", "seed", "data_config"},
     "onnx": {"path", "data_config"},
 }
@@ -73,18 +65,26 @@ class LoadSpec(StageSpec):
     """Load a model: from timm, from your own factory function, or an existing ONNX file."""
 
     type: Literal["load"] = Field(description="Stage type.")
-    source: Literal["timm", "callable", "onnx"] = Field(
+    key_when_set: ClassVar[tuple[str, ...]] = ("task",)
+
+    source: Literal["timm", "torchvision", "callable", "onnx"] = Field(
         default="timm", description="Where the model comes from."
+    )
+    task: Literal["classification", "detection", "segmentation", "sequence"] | None = Field(
+        default=None,
+        description="What the model does; it picks verification metrics. Default: inferred "
+        "(torchvision: from the model's package; otherwise classification).",
     )
     name: str | None = Field(
         default=None,
         description="timm model name, optionally with a pretrained tag "
-        "(e.g. 'resnet50.a1_in1k'). source: timm only.",
+        "(e.g. 'resnet50.a1_in1k'), or torchvision model name (torchvision.models.list_models(), "
+        "e.g. 'lraspp_mobilenet_v3_large'). source: timm or torchvision.",
     )
     pretrained: bool = Field(
         default=False,
-        description="Download/use timm's pretrained weights (needs network or a "
-        "populated Hugging Face cache). source: timm only.",
+        description="Use the pretrained weights: timm's (network or a populated Hugging Face "
+        "cache) or torchvision's DEFAULT (in torch's hub cache). source: timm or torchvision.",
     )
     weights: Path | None = Field(
         default=None,
@@ -137,7 +137,9 @@ class LoadSpec(StageSpec):
 
     @model_validator(mode="after")
     def _fields_fit_source(self) -> LoadSpec:
-        required = {"timm": "name", "callable": "factory", "onnx": "path"}[self.source]
+        required = {"timm": "name", "torchvision": "name", "callable": "factory", "onnx": "path"}[
+            self.source
+        ]
         if getattr(self, required) is None:
             raise FieldError(required, f"required when source is '{self.source}'")
         other_sources = set().union(*_SOURCE_FIELDS.values()) - _SOURCE_FIELDS[self.source]
@@ -169,6 +171,7 @@ class LoadStage(Stage):
     def tools_for(self, spec: LoadSpec) -> tuple[str, ...]:
         return {
             "timm": ("torch", "timm", "safetensors"),
+            "torchvision": ("torch", "torchvision", "timm", "safetensors"),
             "callable": ("torch", "timm", "safetensors"),
             "onnx": ("onnx",),
         }[spec.source]
@@ -180,19 +183,24 @@ class LoadStage(Stage):
             for index, source in enumerate(module_source_files(module, recipe_dir)):
                 files[f"factory_source_{index}"] = source
         if spec.source == "onnx":  # its external weights, found by name: no onnx import here
-            for data in _external_data_files(recipe_dir / spec.path):
+            for data in external_data_files(recipe_dir / spec.path):
                 files[f"external_data:{data.name}"] = data
         return files
 
     def preflight(self, spec: LoadSpec, recipe_dir: Path) -> list[str]:
         problems = super().preflight(spec, recipe_dir)
-        if problems or spec.source != "timm":
+        if problems or spec.source not in ("timm", "torchvision"):
             return problems
-        return pretrained.problems(spec.name, spec.pretrained)
+        if spec.source == "timm":
+            return pretrained.problems(spec.name, spec.pretrained)
+        problems = torchvision_models.known_problems(spec.name)
+        if not problems and spec.pretrained:
+            problems = torchvision_models.pretrained_problems(spec.name)
+        return problems
 
     def run(self, spec: LoadSpec, ctx: StageContext) -> dict[str, Any]:
         if spec.source == "onnx":
-            meta = _copy_onnx(ctx.resolve(spec.path), ctx.out_dir)
+            meta = import_onnx(ctx.resolve(spec.path), ctx.out_dir)
             overrides = spec.data_config.model_dump(mode="json", exclude_none=True)
             return {**meta, "data_config": overrides or None}
         import torch
@@ -206,6 +214,11 @@ class LoadStage(Stage):
                 kwargs["num_classes"] = spec.num_classes
             module = timm.create_model(spec.name, pretrained=spec.pretrained, **kwargs)
             builder = {"source": "timm", "name": spec.name, "kwargs": kwargs}
+        elif spec.source == "torchvision":
+            module, kwargs = torchvision_models.build(
+                spec.name, spec.pretrained, spec.num_classes, kwargs
+            )
+            builder = {"source": "torchvision", "name": spec.name, "kwargs": kwargs}
         else:
             module = import_callable(spec.factory, ctx.recipe_dir)(**kwargs)
             if not isinstance(module, torch.nn.Module):
@@ -220,6 +233,9 @@ class LoadStage(Stage):
         module.eval()
         save_torch_model(module, builder, ctx.out_dir)
         overrides = spec.data_config.model_dump(mode="json")
+        if spec.source == "torchvision":  # what its weights declare, under the recipe's own
+            declared = torchvision_models.data_config_overrides(spec.name, module)
+            overrides = {**declared, **{k: v for k, v in overrides.items() if v is not None}}
         if (
             spec.source == "callable"
             and not hasattr(module, "pretrained_cfg")
@@ -231,12 +247,16 @@ class LoadStage(Stage):
             )
         params = sum(p.numel() for p in module.parameters())
         ctx.log.info("loaded %s: %s parameters", type(module).__name__, f"{params:,}")
-        return {
+        meta = {
             "architecture": f"{type(module).__module__}.{type(module).__qualname__}",
             "parameters": params,
             "data_config": data_config_of(module, overrides),
             "weights": _weights_origin(spec),
         }
+        task = spec.task or _inferred_task(spec)
+        if task != "classification":  # readers default to it: classifiers' digests stay put
+            meta["task"] = task
+        return meta
 
 
 def _weights_origin(spec: LoadSpec) -> str:
@@ -245,41 +265,10 @@ def _weights_origin(spec: LoadSpec) -> str:
         return "checkpoint"
     if spec.pretrained:
         return "pretrained"
-    return "random" if spec.source == "timm" else "unknown"
+    return "random" if spec.source in ("timm", "torchvision") else "unknown"
 
 
-def _external_data_files(source: Path) -> list[Path]:
-    """Files beside an ONNX model named after it (``model.onnx.data``, ``model.onnx_data``):
-    where exporters put external weights, and so what its cache key covers."""
-    if not source.parent.is_dir():
-        return []
-    return sorted(
-        p for p in source.parent.iterdir() if p.name.startswith(source.name) and p != source
-    )
-
-
-def _copy_onnx(source: Path, out_dir: Path) -> dict[str, Any]:
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo
-
-    target = out_dir / "model.onnx"
-    try:
-        model = onnx.load(str(source), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends: all mean "not an ONNX model"
-        raise StageError(f"{source} is not a readable ONNX model: {exc}") from None
-    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        keyed = {p.name for p in _external_data_files(source)}
-        elsewhere = sorted({ExternalDataInfo(t).location for t in external} - keyed)
-        if elsewhere:  # a change to it would not be seen: refuse rather than cache stale
-            raise StageError(
-                f"{source.name} keeps weights in {elsewhere[0]}, which is not named after it: "
-                f"edgepipe tracks external data files named {source.name}*. Re-save with "
-                f"onnx.save(model, '{source.name}', save_as_external_data=True, "
-                f"location='{source.name}.data')"
-            )
-        model = onnx.load(str(source))
-        onnx.save(model, str(target), save_as_external_data=True, location="model.onnx.data")
-    else:
-        shutil.copyfile(source, target)
-    return describe_onnx(target)
+def _inferred_task(spec: LoadSpec) -> str:
+    if spec.source == "torchvision":
+        return torchvision_models.task_of(spec.name)
+    return "classification"

@@ -94,6 +94,7 @@ class ParityStage(VerificationStage):
 
     def run(self, spec: ParitySpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs
+        self.require_classifier(source)
         reference = open_reference(source, ctx.recipe_dir)
         candidate = open_runtime(artifact)
         images = load_images(ctx.resolve(spec.images) if spec.images else None, spec.max_images)
