@@ -17,7 +17,7 @@ def compiled_parity(reference: Artifact, compiled: Any, images: list, recipe_dir
     """ "passed", or StageError naming the broken gates and the photos."""
     from edgepipe.runtimes.torch_eager import open_reference, run_on_image
     from edgepipe.stages.parity.compare import compare
-    from edgepipe.stages.parity.gates import Thresholds, breaches, gates_for
+    from edgepipe.stages.parity.gates import Thresholds, gates_for
 
     eager = open_reference(reference, recipe_dir)
     names, ref_runs, cand_runs = [], [], []
@@ -29,13 +29,7 @@ def compiled_parity(reference: Artifact, compiled: Any, images: list, recipe_dir
     trained = eager.weights in ("pretrained", "checkpoint")
     gates = gates_for("fp32", Thresholds(), trained=trained)
     comparison = compare(names, ref_runs, cand_runs, compiled, gates["decided_margin"])
-    failed = [
-        f"{output}: {breach}"
-        for output, metrics in comparison.metrics.items()
-        for breach in breaches(
-            metrics, gates, comparison.samples if output == comparison.class_output else None
-        )
-    ]
+    failed = comparison.breaches(gates)
     if failed:
         raise StageError(f"{compiled.label} does not compute what eager does: {'; '.join(failed)}")
     return "passed"

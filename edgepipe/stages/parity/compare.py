@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgepipe.stages.parity.gates import breaches
 from edgepipe.stages.parity.metrics import agreement, per_sample, softmax
 from edgepipe.stages.parity.tables import class_namer
 
@@ -23,6 +24,17 @@ class Comparison:
     samples: list[dict[str, Any]] = field(default_factory=list)
     class_output: str | None = None
     name_of: Callable[[int], str] = str
+
+    def breaches(self, gates: dict[str, Any]) -> list[str]:
+        """``"output: breach"`` for every gate an output breaks (class gates on the class
+        output's per-sample records)."""
+        return [
+            f"{output}: {breach}"
+            for output, metrics in self.metrics.items()
+            for breach in breaches(
+                metrics, gates, self.samples if output == self.class_output else None
+            )
+        ]
 
 
 def compare(names: list[str], ref_runs: list, cand_runs: list, candidate, margin: float):

@@ -25,7 +25,6 @@ from edgepipe.stages.parity.compare import Comparison, compare
 from edgepipe.stages.parity.gates import (
     GATED_INPUTS,
     Thresholds,
-    breaches,
     gates_for,
     worst_cosine,
 )
@@ -119,11 +118,10 @@ class ParityStage(VerificationStage):
             )
         metrics = {group: c.metrics for group, c in compared.items()}
         failed = [
-            f"{group}/{output}: {breach}"
+            f"{group}/{breach}"
             for group, c in compared.items()
             if group in gated
-            for output, m in c.metrics.items()
-            for breach in breaches(m, gates, c.samples if output == c.class_output else None)
+            for breach in c.breaches(gates)
         ]
         report = {
             "kind": kind,

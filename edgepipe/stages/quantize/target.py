@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edgepipe.imaging.samples import load_images
 from edgepipe.runtimes import open_runtime
 from edgepipe.stages.base import Artifact, ArtifactKind, FieldError
-from edgepipe.stages.parity.gates import Thresholds, breaches, gates_for
+from edgepipe.stages.parity.gates import Thresholds, gates_for
 from edgepipe.stages.quantize.calibration import model_inputs
 
 
@@ -139,13 +139,7 @@ class CandidateCheck:
 
         gates = gates_for(precision, self.target.thresholds, self.trained)
         compared = compare(self.names, self.reference, outputs, candidate, gates["decided_margin"])
-        problems = [
-            f"{output}: {breach}"
-            for output, metrics in compared.metrics.items()
-            for breach in breaches(
-                metrics, gates, compared.samples if output == compared.class_output else None
-            )
-        ]
+        problems = compared.breaches(gates)
         first = next(iter(compared.metrics.values()))
         kl = first.get("kl_max")
         headline = f"cosine min {first['cosine_min']:.4f}" + (
