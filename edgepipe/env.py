@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "cpu_model",
+    "cpu_target",
     "cxx_compiler_problems",
     "distribution_version",
     "machine_fingerprint",
@@ -45,6 +46,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_target() -> dict[str, str]:
+    """What C++ compiled for this CPU (AOTInductor) depends on: in such an artifact's key."""
+    return {"cpu": cpu_model(), "machine": platform.machine()}
 
 
 def machine_fingerprint() -> dict[str, object]:

@@ -25,6 +25,9 @@ HEAVY = {
     "executorch",
 }
 
+# benchmark settings for tests that check rows and parity, not numbers: short timing windows
+QUICK_TIMING = "warmup_seconds: 0.2, window_seconds: 0.2, max_seconds: 2"
+
 
 class Workspace:
     """A recipe folder, a cache and an output folder, all under one tmp_path."""

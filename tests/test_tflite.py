@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import QUICK_TIMING as QUICK
 from conftest import outcomes
 
 pytestmark = pytest.mark.slow
-# rows, not precise numbers: short timing windows keep the suite fast
-QUICK = "warmup_seconds: 0.2, window_seconds: 0.2, max_seconds: 2"
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import QUICK_TIMING as QUICK
 from conftest import outcomes
 
 pytestmark = pytest.mark.slow
-# rows, not precise numbers: short timing windows keep the suite fast
-QUICK = "warmup_seconds: 0.2, window_seconds: 0.2, max_seconds: 2"
 BUILT = ("aoti", "pte", "pt2e", "pte_int8")
 INT8 = ("pt2e", "pte_int8")  # top-1 on held-out digits: what INT8 can lose (parity covers fp32)
 PRECISION = {"aoti": "fp32", "pte": "fp32", "pt2e": "int8", "pte_int8": "int8"}

@@ -4,14 +4,23 @@ app embeds), its XNNPACK delegate on the CPU's threads. The programs edgepipe wr
 
 from __future__ import annotations
 
-__all__ = ["PTE_FILE", "ExecutorchRuntime"]
+__all__ = ["PTE_FILE", "ExecutorchRuntime", "load_forward"]
 
+from pathlib import Path
 from typing import Any
 
 from edgepipe.artifacts import Artifact, ArtifactKind
 from edgepipe.runtimes.base import Runtime, RuntimeOptions, register_runtime
 
 PTE_FILE = "model.pte"
+
+
+def load_forward(path: Path) -> Any:
+    """The ``forward`` method of the program at ``path``, loaded in ExecuTorch's runtime: call
+    ``.execute([tensor, …])``."""
+    from executorch.runtime import Runtime as ExecutorchLoader
+
+    return ExecutorchLoader.get().load_program(str(path)).load_method("forward")
 
 
 @register_runtime
@@ -24,7 +33,6 @@ class ExecutorchRuntime(Runtime):
 
     def __init__(self, artifact: Artifact, options: RuntimeOptions):
         import torch
-        from executorch.runtime import Runtime as ExecutorchLoader
 
         super().__init__(artifact, options)
         if options.threads:
@@ -32,8 +40,7 @@ class ExecutorchRuntime(Runtime):
             from executorch.extension.pybindings import portable_lib
 
             portable_lib._unsafe_reset_threadpool(options.threads)
-        program = ExecutorchLoader.get().load_program(str(artifact.path / PTE_FILE))
-        self.method = program.load_method("forward")
+        self.method = load_forward(artifact.path / PTE_FILE)
         self._torch = torch
         threads = f" {options.threads} threads" if options.threads else ""
         self.label = f"executorch XNNPACK{threads}"

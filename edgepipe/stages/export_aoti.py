@@ -9,7 +9,7 @@ on an unseen batch size before the stage succeeds.
 
 from __future__ import annotations
 
-__all__ = ["ExportAotiSpec", "ExportAotiStage"]
+__all__ = ["ExportAotiSpec", "ExportAotiStage", "package_meta"]
 
 import time
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from edgepipe.env import cpu_model, cxx_compiler_problems
+from edgepipe.env import cpu_target, cxx_compiler_problems
 from edgepipe.models.torch_export import (
     check_faithful,
     compile_aoti,
@@ -63,9 +63,7 @@ class ExportAotiStage(Stage):
         return super().preflight(spec, recipe_dir) + cxx_compiler_problems("AOTInductor")
 
     def key_extra(self, spec: ExportAotiSpec) -> dict[str, Any]:
-        import platform
-
-        return {"cpu": cpu_model(), "machine": platform.machine()}
+        return cpu_target()
 
     def run(self, spec: ExportAotiSpec, ctx: StageContext) -> dict[str, Any]:
         import torch
@@ -86,20 +84,21 @@ class ExportAotiStage(Stage):
         ctx.log.info(
             "%s compiled in %.1f s; max abs difference to eager %.3g", target.name, seconds, worst
         )
-        return {
-            **source.meta,
-            "model_file": AOTI_FILE,
-            "precision": "fp32",
-            "inputs": [
-                {
-                    "name": "input",
-                    "dtype": "float32",
-                    "shape": ["batch" if spec.dynamic_batch else 1, *size],
-                }
-            ],
-            "aoti": {
-                "dynamic_batch": spec.dynamic_batch,
-                "max_batch": spec.max_batch if spec.dynamic_batch else 1,
-                "compile_seconds": round(seconds, 1),
-            },
-        }
+        meta = package_meta(source.meta, "fp32", max_batch)
+        meta["aoti"]["compile_seconds"] = round(seconds, 1)
+        return meta
+
+
+def package_meta(source_meta: dict[str, Any], precision: str, max_batch: int | None) -> dict:
+    """The artifact meta of a ``.pt2`` built from the torch model described by ``source_meta``;
+    ``max_batch`` None: batch 1 only."""
+    size = source_meta["data_config"]["input_size"]
+    return {
+        **source_meta,
+        "model_file": AOTI_FILE,
+        "precision": precision,
+        "inputs": [
+            {"name": "input", "dtype": "float32", "shape": ["batch" if max_batch else 1, *size]}
+        ],
+        "aoti": {"dynamic_batch": max_batch is not None, "max_batch": max_batch or 1},
+    }

@@ -23,7 +23,7 @@ from edgepipe.models.torch_export import (
     lower_executorch,
 )
 from edgepipe.models.torch_model import input_only, rebuild
-from edgepipe.runtimes.executorch import PTE_FILE
+from edgepipe.runtimes.executorch import PTE_FILE, load_forward
 from edgepipe.stages.base import (
     ArtifactKind,
     SingleInputSpec,
@@ -57,7 +57,10 @@ class ExportExecutorchStage(Stage):
         example = example_batch(source.meta, 1)
         target = ctx.out_dir / PTE_FILE
         delegation = lower_executorch(export_program(module, example), target)
-        worst = check_faithful(module, _Loaded(target), example, _RTOL, "ExecuTorch program")
+        method = load_forward(target)
+        worst = check_faithful(
+            module, lambda batch: method.execute([batch])[0], example, _RTOL, "ExecuTorch program"
+        )
         ctx.log.info(
             "%s: %d XNNPACK subgraphs, %d nodes on portable kernels; max abs difference to "
             "eager %.3g",
@@ -79,15 +82,3 @@ def program_meta(source_meta: dict[str, Any], precision: str, delegation: dict) 
         "inputs": [{"name": "input", "dtype": "float32", "shape": [1, *size]}],
         "executorch": {"backend": "xnnpack", **delegation},
     }
-
-
-class _Loaded:
-    """A written .pte as a callable on a torch batch, for the check against eager."""
-
-    def __init__(self, path):
-        from executorch.runtime import Runtime
-
-        self.method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def __call__(self, batch):
-        return self.method.execute([batch])[0]

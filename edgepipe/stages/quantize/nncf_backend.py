@@ -15,7 +15,7 @@ from typing import Any
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.runtimes.openvino import IR_FILE
-from edgepipe.stages.base import Artifact, StageContext
+from edgepipe.stages.base import Artifact, ArtifactKind, StageContext
 from edgepipe.stages.convert_openvino import describe_ir
 from edgepipe.stages.quantize.calibration import calibration_samples
 from edgepipe.stages.quantize.network_split import is_composed
@@ -34,6 +34,8 @@ class NncfBackend:
     """
 
     kind = "openvino-ir"
+    output_kind = ArtifactKind.OPENVINO_IR
+    has_fp16 = True  # the fallback: the float IR, fp16-compressed
 
     def __init__(self, spec, source: Artifact, ctx: StageContext):
         import openvino as ov

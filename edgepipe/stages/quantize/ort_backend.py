@@ -19,7 +19,7 @@ from typing import Any
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.models.onnx_io import ONNX_FILE, describe_onnx
-from edgepipe.stages.base import Artifact, StageContext
+from edgepipe.stages.base import Artifact, ArtifactKind, StageContext
 from edgepipe.stages.quantize.calibration import calibration_samples
 from edgepipe.stages.quantize.network_split import (
     NETWORK_INPUT,
@@ -42,6 +42,8 @@ class OrtBackend:
     """
 
     kind = "onnx-model"
+    output_kind = ArtifactKind.ONNX_MODEL
+    has_fp16 = True
 
     def __init__(self, spec, source: Artifact, ctx: StageContext):
         self.spec, self.source, self.ctx = spec, source, ctx

@@ -86,7 +86,7 @@ class _Ladder:
     def attempt(self, name: str, settings: dict[str, Any]) -> Tried:
         folder = self.folder / f"{len(self.tried):02d}-{name}"
         meta = self.backend.build(settings, folder)
-        candidate = self.check.open(folder, meta, getattr(self.backend, "output_kind", None))
+        candidate = self.check.open(folder, meta, self.backend.output_kind)
         fidelity = self.check.measure(candidate, meta["precision"])
         ms = time_ms(candidate, self.check.inputs[0])
         del candidate
@@ -163,8 +163,8 @@ def _sensitivity_rung(ladder: _Ladder, backend, target) -> None:
 
 def _fallback_rung(ladder: _Ladder, backend, target) -> None:
     already = any(t.settings["mode"] == "fp16" for t in ladder.tried)
-    if target.fallback == "fp16" and backend.kind == "torch-model":
-        ladder.log.warning("backend torch has no fp16 fallback (PT2E builds INT8 only)")
+    if target.fallback == "fp16" and not backend.has_fp16:
+        ladder.log.warning("this back end builds INT8 only: no fp16 fallback to try")
     elif target.fallback == "fp16" and not already:
         ladder.attempt("fp16", {"mode": "fp16"})
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from edgepipe.artifacts import ARTIFACT_FILE
-from edgepipe.env import cpu_model, cxx_compiler_problems
+from edgepipe.env import cpu_target, cxx_compiler_problems
 from edgepipe.imaging.samples import BUNDLED_PHOTO_TOOLS
 from edgepipe.stages.base import (
     ArtifactKind,
@@ -176,10 +176,8 @@ class QuantizeStage(Stage):
         # the PT2E back end's own implementation version: bumping the stage's would move the
         # keys (and locks) of every other back end
         extra: dict[str, Any] = {"torch_backend_version": TORCH_BACKEND_VERSION}
-        if spec.torch.quantizer == "x86-inductor":
-            import platform  # AOTInductor compiles C++ for this CPU's vector ISA
-
-            extra.update(cpu=cpu_model(), machine=platform.machine())
+        if spec.torch.quantizer == "x86-inductor":  # C++ compiled for this CPU's vector ISA
+            extra.update(cpu_target())
         return extra
 
     def tools_for(self, spec: QuantizeSpec) -> tuple[str, ...]:

@@ -123,9 +123,8 @@ class CandidateCheck:
         self.labels = [label for _, label in samples]
         self.inputs = model_inputs(images, self.source.meta)
 
-    def open(self, folder: Path, meta: dict[str, Any], kind: ArtifactKind | None = None) -> Any:
-        """A candidate in ``folder``, of ``kind`` (default: the float input's kind)."""
-        kind = kind or ArtifactKind(self.source.kind)
+    def open(self, folder: Path, meta: dict[str, Any], kind: ArtifactKind) -> Any:
+        """A candidate in ``folder``, of ``kind``."""
         return open_runtime(Artifact(kind, folder, meta, folder.name))
 
     def measure(self, candidate: Any, precision: str) -> Fidelity:

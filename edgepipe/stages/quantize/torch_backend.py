@@ -33,6 +33,7 @@ from edgepipe.models.torch_export import (
 from edgepipe.models.torch_model import WRAPPED, input_only, rebuild
 from edgepipe.runtimes.aoti import AOTI_FILE
 from edgepipe.stages.base import Artifact, ArtifactKind, StageContext
+from edgepipe.stages.export_aoti import package_meta
 from edgepipe.stages.export_executorch import program_meta
 from edgepipe.stages.quantize.calibration import calibration_samples
 
@@ -44,6 +45,7 @@ class TorchBackend:
     AOTI package (x86-inductor) or an ExecuTorch program (xnnpack)."""
 
     kind = "torch-model"
+    has_fp16 = False  # PT2E builds INT8 only: recovery has no fp16 rung here
 
     def __init__(self, spec, source: Artifact, ctx: StageContext):
         self.spec, self.source, self.ctx = spec, source, ctx
@@ -60,6 +62,7 @@ class TorchBackend:
         self.max_batch = None if self.for_executorch else self.options.max_batch
         self.example = example_batch(source.meta, 1 if self.for_executorch else 2)
         self._samples: list[Any] | None = None
+        self._float_program: Any = None
 
     def configured(self) -> dict[str, Any]:
         options = self.options
@@ -85,7 +88,10 @@ class TorchBackend:
 
         if settings["mode"] not in ("static", "dynamic"):
             raise StageError(f"backend torch builds INT8 only, not mode {settings['mode']!r}")
-        program = program or export_program(self.module, self.example, self.max_batch)
+        if program is None:  # exported once: every candidate starts from the same program
+            if self._float_program is None:
+                self._float_program = export_program(self.module, self.example, self.max_batch)
+            program = self._float_program
         try:
             prepared = prepare_pt2e(program.module(), self._quantizer(settings))
             with torch.no_grad():
@@ -113,7 +119,7 @@ class TorchBackend:
             meta = program_meta(self.source.meta, "int8", delegation)
         else:
             compile_aoti(program, out_dir / AOTI_FILE, freezing=True)
-            meta = _aoti_meta(self.source.meta, self.max_batch)
+            meta = package_meta(self.source.meta, "int8", self.max_batch)
         return {**meta, "quantization": quantization}
 
     def sensitive_nodes(self, tried, samples: list[Any]) -> list[tuple[str, float]]:
@@ -201,14 +207,3 @@ def _per_tensor(weight: Any) -> Any:
         ch_axis=None,
         observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=_EPS),
     )
-
-
-def _aoti_meta(source_meta: dict[str, Any], max_batch: int) -> dict[str, Any]:
-    size = source_meta["data_config"]["input_size"]
-    return {
-        **source_meta,
-        "model_file": AOTI_FILE,
-        "precision": "int8",
-        "inputs": [{"name": "input", "dtype": "float32", "shape": ["batch", *size]}],
-        "aoti": {"dynamic_batch": True, "max_batch": max_batch},
-    }
