@@ -68,6 +68,9 @@ class TimmPreprocessor:
         import numpy as np
 
         mode = data_config.get("crop_mode")
+        if mode in ("letterbox", "height", "none") or data_config["input_size"][0] != 3:
+            what = f"crop_mode '{mode}'" if data_config["input_size"][0] == 3 else "grayscale"
+            raise StageError(f"{what} has no GPU preprocessing yet")
         self.pre = Preprocessing(
             crop_size=tuple(data_config["input_size"][-2:]),
             mean=tuple(data_config["mean"]),

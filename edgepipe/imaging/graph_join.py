@@ -1,10 +1,11 @@
 """Joining a preprocessing graph onto a model, and the optional post-processing after it
 (softmax, top-k): what ``compose-preprocessing`` does with the graph ``preprocess_graph``
-builds, and what quantizing a composed model does again with its processed network."""
+builds, and what quantizing a composed model does again with its processed network; and the
+checks that the model's image input can take what the preprocessing makes."""
 
 from __future__ import annotations
 
-__all__ = ["append_postprocess", "join", "tensor_dims"]
+__all__ = ["append_postprocess", "fit_model_input", "join", "model_image_input", "tensor_dims"]
 
 from typing import Any
 
@@ -32,6 +33,59 @@ def join(prep: Any, model: Any, model_input: str, postprocess: str, top_k: int) 
     # merge_graphs copied the model's tensors: drop the originals before taking the copy
     model.graph.Clear()
     model.graph.CopyFrom(graph)
+
+
+def model_image_input(model: Any) -> tuple[Any, int]:
+    """The model's one image input, and its opset; refuses what the graph cannot feed."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset < 11:
+        raise StageError(
+            f"the model's opset is {opset}; compose-preprocessing needs 11 or newer "
+            "(13+ for antialiased resizing): export with opset: 18"
+        )
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(tensor_dims(inputs[0])) != 4:
+        found = ", ".join(f"{v.name} {tensor_dims(v)}" for v in inputs) or "none"
+        raise StageError(f"compose-preprocessing needs one [N, C, H, W] image input; found {found}")
+    return inputs[0], opset
+
+
+def fit_model_input(
+    value: Any, channels: int, out: tuple, dynamic_batch: bool, log: Any
+) -> tuple[int | str, str]:
+    """The image's batch dimension and the dtype the model wants; refuses a channel or size
+    mismatch. ``out``: the preprocessed (height, width), None where it follows the image's."""
+    from onnx import helper
+
+    dims = tensor_dims(value)
+    if isinstance(dims[1], int) and dims[1] != channels:
+        made = "RGB (3)" if channels == 3 else "grayscale (1), as input_size says"
+        raise StageError(f"the model takes {dims[1]} channels; preprocessing makes {made}")
+    if any(isinstance(d, int) and d != c for d, c in zip(dims[2:], out, strict=True)):
+        hint = (
+            f"set input_size: [{channels}, {dims[2]}, {dims[3]}]"
+            if None not in out  # a size that follows the image's
+            else "export the model with dynamic_hw, or give the image a fixed height and width"
+        )
+        made = "x".join(str(c or "any") for c in out)
+        raise StageError(
+            f"the model takes {dims[2]}x{dims[3]} images but the crop is {made}: {hint}"
+        )
+    dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+    if dtype not in ("float32", "float16", "float64"):
+        raise StageError(f"the model's input is {dtype}; preprocessing produces floats")
+    if isinstance(dims[0], int):
+        if dynamic_batch:
+            log.warning(
+                "the model has a fixed batch of %d, so the image input has too "
+                "(export with dynamic_batch: true for a dynamic one)",
+                dims[0],
+            )
+        return dims[0], dtype
+    if not dynamic_batch:
+        return 1, dtype
+    return (dims[0] if dims[0] != "?" else "batch"), dtype
 
 
 def tensor_dims(value: Any) -> list[int | str]:

@@ -9,6 +9,9 @@ The reference is ``timm.data.create_transform(**data_config, is_training=False)`
   ``min(h / scale_h, w / scale_w)`` and ``round()``-ed (half to even);
 - ``squash``: both sides to ``floor(size / crop_pct)``;
 - then ``CenterCrop`` (top = ``round((h - crop_h) / 2)``), ``ToTensor`` (/255), ``Normalize``.
+
+The crop modes timm lacks (letterbox, height, none) and grayscale models are ``task_graph``'s,
+checked against ``task_transforms``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgepipe.imaging.data_config import (
+    DEFAULT_PAD_VALUE,
+    TASK_CROP_MODES,
+    output_size,
+    task_resized,
+)
 from edgepipe.imaging.resample_graph import nearest, resize_crop
+from edgepipe.imaging.task_graph import luma, task_resize
 
 OUTPUT = "preprocess/tensor"  # the preprocessing graph's output: the model's input once joined
 RESIZED_SIZE = "preprocess/resized_size"  # [height, width] timm resizes the image to
@@ -30,11 +40,13 @@ _FLOATS = {"float32": _FLOAT, "float16": 10, "float64": _DOUBLE}
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Everything the graph does, resolved: the raw image's format and timm's eval transform."""
+    """Everything the graph does, resolved: the raw image's format and timm's eval transform.
+    ``crop_size`` is the model input's (H, W) (letterbox: the box; height: H and an example
+    width); ``model_channels`` 1 means grayscale, from a 3-channel (RGB/BGR) image."""
 
     crop_size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
     crop_mode: str = "center"
@@ -46,6 +58,8 @@ class Preprocessing:
     width: int | None = None
     batch: int | str = "batch"
     output_dtype: str = "float32"
+    pad_value: int = DEFAULT_PAD_VALUE
+    model_channels: int = 3
 
     @property
     def scale_size(self) -> tuple[int, ...]:
@@ -54,6 +68,8 @@ class Preprocessing:
 
     def resized(self, height: int, width: int) -> tuple[int, int]:
         """Size an image of ``height`` x ``width`` is resized to, computed as timm does."""
+        if self.crop_mode in TASK_CROP_MODES:
+            return task_resized(self.crop_mode, height, width, self.crop_size)
         sh, sw = self.scale_size
         if self.crop_mode == "squash":
             return sh, sw
@@ -62,6 +78,14 @@ class Preprocessing:
             return int(sh * height / short), int(sh * width / short)
         ratio = min(height / sh, width / sw)
         return round(height / ratio), round(width / ratio)
+
+    @property
+    def output_size(self) -> list[int | str]:
+        """The tensor's [height, width]: sizes that depend on the image are named dims."""
+        image = (self.height, self.width) if self.height is not None else None
+        size = output_size(self.crop_mode, self.crop_size, image)
+        names = ("height", "resized_width" if self.crop_mode == "height" else "width")
+        return [s if s is not None else name for s, name in zip(size, names, strict=True)]
 
     def crop_start(self, height: int, width: int) -> tuple[int, ...]:
         """Top-left corner of torchvision's ``CenterCrop`` in a resized image."""
@@ -87,10 +111,15 @@ class Preprocessing:
     def meta(self) -> dict[str, Any]:
         """JSON description for the artifact; tells downstream stages how to feed the model."""
         meta = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        sh, sw = self.scale_size
-        shorter_side = self.crop_mode == "center" and sh == sw
-        meta["resize_size"] = sh if shorter_side else [sh, sw]
         del meta["batch"], meta["output_dtype"]  # the ONNX input and model describe these
+        if self.crop_mode != "letterbox":  # absent where meaningless: older metas stay as they were
+            del meta["pad_value"]
+        if self.model_channels == 3:
+            del meta["model_channels"]
+        if self.crop_mode not in TASK_CROP_MODES:
+            sh, sw = self.scale_size
+            shorter_side = self.crop_mode == "center" and sh == sw
+            meta["resize_size"] = sh if shorter_side else [sh, sw]
         return meta
 
 
@@ -119,20 +148,25 @@ class _Builder:
 def build_preprocessing(
     pre: Preprocessing, opset: int = 18, ir_version: int | None = None, input_name: str = "image"
 ) -> Any:
-    """The preprocessing alone as an ONNX model: raw image in, normalised [N, 3, H, W] out."""
+    """The preprocessing alone as an ONNX model: raw image in, normalised [N, C, H, W] out."""
     from onnx import TensorProto, helper
 
     g = _Builder()
     x = input_name
     if pre.dtype == "uint8":
         x = g.op("Cast", x, to=TensorProto.FLOAT)
+    if pre.model_channels == 1:  # luma before resizing, as PIL's convert("L") then resize
+        x = luma(g, x, pre, opset)
     # the antialiased resize works on NHWC pixels (channels inside its matrix products);
     # the other paths on NCHW
     layout = "NHWC" if _resamples(pre) else "NCHW"
     if pre.layout != layout:
         x = g.op("Transpose", x, perm=[0, 3, 1, 2] if layout == "NCHW" else [0, 2, 3, 1])
-    x = _resize_and_crop(g, x, pre, opset, layout)
-    if pre.channels == "BGR":
+    if pre.crop_mode in TASK_CROP_MODES:
+        x = task_resize(g, x, pre, opset, layout, _resize)
+    else:
+        x = _resize_and_crop(g, x, pre, opset, layout)
+    if pre.channels == "BGR" and pre.model_channels == 3:
         x = g.op("Gather", x, g.const([2, 1, 0]), axis=1)
     _normalise(g, x, pre)
     g.nodes[-1].output[0] = OUTPUT
@@ -142,7 +176,7 @@ def build_preprocessing(
         input_name, TensorProto.UINT8 if pre.dtype == "uint8" else _FLOAT, shape
     )
     tensor = helper.make_tensor_value_info(
-        OUTPUT, _FLOATS[pre.output_dtype], [pre.batch, 3, *pre.crop_size]
+        OUTPUT, _FLOATS[pre.output_dtype], [pre.batch, pre.model_channels, *pre.output_size]
     )
     graph = helper.make_graph(g.nodes, "preprocess", [image], [tensor], g.constants)
     opsets = [helper.make_opsetid("", opset)]
@@ -151,7 +185,8 @@ def build_preprocessing(
 
 
 def _resamples(pre: Preprocessing) -> bool:
-    return pre.antialias and pre.interpolation in ("bicubic", "bilinear")
+    resizes = pre.crop_mode != "none"
+    return resizes and pre.antialias and pre.interpolation in ("bicubic", "bilinear")
 
 
 def _resize_and_crop(g: _Builder, x: str, pre: Preprocessing, opset: int, layout: str) -> str:
@@ -177,7 +212,8 @@ def _resize_and_crop(g: _Builder, x: str, pre: Preprocessing, opset: int, layout
         if opset < 13:
             raise ValueError("the antialiased resize needs opset 13 or newer: set antialias=False")
         frame = (pre.height, pre.width) if pre.height is not None else None
-        return resize_crop(g, x, sizes, starts, pre.crop_size, pre.interpolation, frame)
+        channels = pre.model_channels
+        return resize_crop(g, x, sizes, starts, pre.crop_size, pre.interpolation, frame, channels)
     x = _resize(g, x, sizes, pre, opset)
     return g.op("Slice", x, starts, ends, g.const([2, 3]))
 

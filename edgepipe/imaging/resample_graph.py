@@ -29,15 +29,17 @@ def resize_crop(
     x: str,
     sizes: str,
     starts: str,
-    crop: tuple[int, int],
+    crop: tuple[int, int | str],
     mode: str,
     frame: tuple[int, int] | None = None,
+    channels: int = 3,
 ) -> str:
     """``x`` [N, H, W, C] resized to ``sizes`` (int64 [2]) and cropped at ``starts`` to
     ``crop``, like PIL's ``resize(..., BICUBIC/BILINEAR)`` then a crop, uint8-rounded; returns
-    [N, C, crop_h, crop_w]. ``frame``: the image's fixed (height, width), if it has one (the
-    coefficients then fold to constants). No full-image transpose: moving single channel
-    values costs more than the resize itself."""
+    [N, C, crop_h, crop_w]. The crop's width may be known only at run time: an int64 [1]
+    tensor's name. ``frame``: the image's fixed (height, width), if it has one (the
+    coefficients then fold to constants); ``channels``: C, 3 or 1. No full-image transpose:
+    moving single channel values costs more than the resize itself."""
     if frame is not None:
         in_h, in_w = g.const([frame[0]]), g.const([frame[1]])
     else:
@@ -49,29 +51,37 @@ def resize_crop(
         return g.op("Slice", values, g.const([index]), g.const([index + 1]))
 
     # horizontal first, as PIL does
-    x = _horizontal(g, x, in_w, part(sizes, 1), part(starts, 1), crop[1], mode)
-    x = _vertical(g, _to_uint8_levels(g, x), in_h, part(sizes, 0), part(starts, 0), crop[0], mode)
+    x = _horizontal(g, x, in_w, part(sizes, 1), part(starts, 1), crop[1], mode, channels)
+    x = _to_uint8_levels(g, x)
+    x = _vertical(g, x, in_h, part(sizes, 0), part(starts, 0), crop[0], mode, channels)
     return g.op("Transpose", _to_uint8_levels(g, x), perm=[0, 3, 1, 2])
 
 
-def _horizontal(g, x: str, in_size: str, out_size: str, start: str, length: int, mode: str):
-    """[N, H, W, C] → [N, H, length, C]: per row, [_BLOCK, K] weights times a [K, C] window."""
-    blocks = math.ceil(length / _BLOCK)
+def _horizontal(g, x: str, in_size: str, out_size: str, start: str, length, mode, channels):
+    """[N, H, W, C] → [N, H, length, C]: per row, [_BLOCK, K] weights times a [K, C] window.
+    ``length``: an int, or an int64 [1] tensor's name (then so is the number of blocks)."""
+    if isinstance(length, str):
+        blocks = g.op("Div", g.op("Add", length, g.const([_BLOCK - 1])), g.const([_BLOCK]))
+    else:
+        blocks = math.ceil(length / _BLOCK)
     index, weights = _coefficients(g, in_size, out_size, start, blocks, mode)
     window = g.op("Gather", x, index, axis=2)  # [N, H, blocks, K, C]
     out = g.op("MatMul", weights, window)  # [N, H, blocks, _BLOCK, C]
+    if isinstance(length, str):
+        out = g.op("Reshape", out, g.const([0, 0, -1, channels]))
+        return g.op("Slice", out, g.const([0]), length, g.const([2]))
     out = g.op("Reshape", out, g.const([0, 0, blocks * _BLOCK, -1]))
     return g.op("Slice", out, g.const([0]), g.const([length]), g.const([2]))
 
 
-def _vertical(g, x: str, in_size: str, out_size: str, start: str, length: int, mode: str):
+def _vertical(g, x: str, in_size: str, out_size: str, start: str, length: int, mode, channels):
     """[N, H, W, C] → [N, length, W, C]: [_BLOCK, K] weights times a [K, W * C] window."""
     blocks = math.ceil(length / _BLOCK)
     index, weights = _coefficients(g, in_size, out_size, start, blocks, mode)
     window = g.op("Gather", x, index, axis=1)  # [N, blocks, K, W, C]
     out = g.op("MatMul", weights, g.op("Reshape", window, g.const([0, 0, 0, -1])))
-    # [N, blocks, _BLOCK, W * C] → [N, blocks * _BLOCK, W, C]; C is 3 (RGB)
-    out = g.op("Reshape", out, g.const([0, blocks * _BLOCK, -1, 3]))
+    # [N, blocks, _BLOCK, W * C] → [N, blocks * _BLOCK, W, C]
+    out = g.op("Reshape", out, g.const([0, blocks * _BLOCK, -1, channels]))
     return g.op("Slice", out, g.const([0]), g.const([length]), g.const([1]))
 
 
@@ -83,8 +93,9 @@ def _to_uint8_levels(g, x: str) -> str:
     return g.op("Clip", up, g.const(0.0, "float32"), g.const(255.0, "float32"))
 
 
-def _coefficients(g, in_size: str, out_size: str, start: str, blocks: int, mode: str):
-    """Input windows ([blocks, K] int64) and weights ([blocks, _BLOCK, K] float32).
+def _coefficients(g, in_size: str, out_size: str, start: str, blocks: int | str, mode: str):
+    """Input windows ([blocks, K] int64) and weights ([blocks, _BLOCK, K] float32); ``blocks``
+    an int, or an int64 [1] tensor's name.
 
     PIL's float64 arithmetic, done exactly in integers: with ``scale = in / out`` and the
     filter widened by ``max(in, out) / out``, every bound is a ratio of integers over
@@ -95,7 +106,14 @@ def _coefficients(g, in_size: str, out_size: str, start: str, blocks: int, mode:
     widest = g.op("Max", in_size, out_size)
     twice_out = g.op("Mul", out_size, g.const([2]))
     reach = g.op("Mul", widest, g.const([2 * support]))  # 2 * support * out, over out
-    outputs = g.op("Add", g.const(np.arange(blocks * _BLOCK)), start)
+    if isinstance(blocks, str):  # known at run time only
+        count = g.op("Squeeze", g.op("Mul", blocks, g.const([_BLOCK])))
+        outputs = g.op("Add", g.op("Range", g.const(0), count, g.const(1)), start)
+        block_starts = g.op("Range", g.const(0), count, g.const(_BLOCK))
+        per_block = [-1, _BLOCK, 1]
+    else:
+        outputs = g.op("Add", g.const(np.arange(blocks * _BLOCK)), start)
+        block_starts, per_block = None, [blocks, _BLOCK, 1]
     centre = g.op("Mul", g.op("Add", g.op("Mul", outputs, g.const([2])), g.const([1])), in_size)
     # int(centre - support + 0.5), at least 0: truncation only differs below 0
     first = g.op("Div", g.op("Add", g.op("Sub", centre, reach), out_size), twice_out)
@@ -106,14 +124,15 @@ def _coefficients(g, in_size: str, out_size: str, start: str, blocks: int, mode:
     span = g.op("Add", g.op("Mul", in_size, g.const([_BLOCK - 1])), reach)
     span = g.op("Div", g.op("Add", span, g.op("Sub", out_size, g.const([1]))), out_size)
     span = g.op("Min", g.op("Add", span, g.const([2])), in_size)
-    block_first = g.op("Gather", first, g.const(np.arange(blocks) * _BLOCK), axis=0)
+    block_starts = block_starts or g.const(np.arange(blocks) * _BLOCK)
+    block_first = g.op("Gather", first, block_starts, axis=0)
     window_start = g.op("Min", block_first, g.op("Sub", in_size, span))
     window_start = g.op("Max", window_start, g.const([0]))
     taps = g.op("Range", g.const(0), g.op("Squeeze", span), g.const(1))
     index = g.op("Add", g.op("Unsqueeze", window_start, g.const([1])), taps)  # [blocks, K]
 
     def per_output(values: str) -> str:  # [blocks * _BLOCK] → [blocks, _BLOCK, 1]
-        return g.op("Reshape", values, g.const([blocks, _BLOCK, 1]))
+        return g.op("Reshape", values, g.const(per_block))
 
     tap = g.op("Unsqueeze", index, g.const([1]))  # [blocks, 1, K]
     # (tap + 0.5 - centre) / widen = ((2 tap + 1) out - 2 out centre) / (2 max(in, out))

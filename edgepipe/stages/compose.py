@@ -1,7 +1,8 @@
 """``compose-preprocessing``: bake the model's own eval preprocessing into its ONNX graph.
 
 The deployed model then takes a raw image (uint8 HWC as decoded, any size) and does timm's
-resize, centre crop and normalisation itself; ``preprocess_graph`` builds those ops. The result
+resize, centre crop and normalisation itself (or letterbox, fixed-height or no resize, and
+grayscale: ``imaging.data_config``); ``preprocess_graph`` builds those ops. The result
 is checked with the ONNX checker and run once in ONNX Runtime; whether it computes what the torch
 model computes on real photos is the ``parity`` stage's job.
 """
@@ -12,12 +13,21 @@ __all__ = ["ComposePreprocessingSpec", "ComposePreprocessingStage", "ImageSpec"]
 
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from edgepipe.errors import StageError, summarize_exception
-from edgepipe.imaging.graph_join import join, tensor_dims
+from edgepipe.imaging.data_config import (
+    CHANNELS_HELP,
+    DEFAULT_PAD_VALUE,
+    PAD_VALUE_HELP,
+    TASK_CROP_MODES_HELP,
+    channel_problem,
+    effective_config,
+    output_size,
+)
+from edgepipe.imaging.graph_join import fit_model_input, join, model_image_input
 from edgepipe.imaging.preprocess_graph import Preprocessing, build_preprocessing
 from edgepipe.models.onnx_io import ONNX_FILE, describe_onnx
 from edgepipe.stages.base import (
@@ -29,7 +39,7 @@ from edgepipe.stages.base import (
     register_stage,
 )
 
-_OVERRIDES = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
+_OVERRIDES = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "pad_value")
 _BORDER = (
     "crop_mode 'border' (resize the longer side, pad with the mean), which is not supported "
     "yet: set crop_mode: center or squash on the compose-preprocessing stage"
@@ -66,17 +76,28 @@ class ComposePreprocessingSpec(SingleInputSpec):
     """Prepend image preprocessing (resize, centre crop, normalise) to an ONNX model."""
 
     type: Literal["compose-preprocessing"] = Field(description="Stage type.")
+    key_when_set: ClassVar[tuple[str, ...]] = ("pad_value",)
     image: ImageSpec = Field(
         default_factory=ImageSpec, description="Layout, dtype, channel order and size of the image."
     )
-    input_size: tuple[Literal[3], PositiveInt, PositiveInt] | None = Field(
-        default=None, description="Model input [3, height, width]; default: the data config's."
+    input_size: tuple[Literal[1, 3], PositiveInt, PositiveInt] | None = Field(
+        default=None,
+        description=f"Model input [channels, height, width]; default: the data config's. "
+        f"{CHANNELS_HELP} The image stays 3-channel.",
     )
-    mean: tuple[float, float, float] | None = Field(
-        default=None, description="Per-channel mean (0..1 scale); default: the data config's."
+    mean: tuple[float, ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=3,
+        description="Per-channel mean (0..1 scale; one value: every channel); default: the "
+        "data config's.",
     )
-    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = Field(
-        default=None, description="Per-channel std (0..1 scale); default: the data config's."
+    std: tuple[PositiveFloat, ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=3,
+        description="Per-channel std (0..1 scale; one value: every channel); default: the "
+        "data config's.",
     )
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
         default=None, description="Resize interpolation; default: the data config's."
@@ -87,10 +108,14 @@ class ComposePreprocessingSpec(SingleInputSpec):
         le=1,
         description="Centre-crop fraction (resize to size/crop_pct); default: the data config's.",
     )
-    crop_mode: Literal["center", "squash", "border"] | None = Field(
+    crop_mode: Literal["center", "squash", "border", "letterbox", "height", "none"] | None = Field(
         default=None,
         description="center: shorter side resize + centre crop; squash: both sides resized "
-        "(aspect not kept); border is not supported yet. Default: the data config's.",
+        f"(aspect not kept); border is not supported yet; {TASK_CROP_MODES_HELP} Default: "
+        "the data config's.",
+    )
+    pad_value: int | None = Field(
+        default=None, ge=0, le=255, description=f"{PAD_VALUE_HELP} Default: the data config's."
     )
     antialias: bool = Field(
         default=True,
@@ -107,9 +132,12 @@ class ComposePreprocessingSpec(SingleInputSpec):
     input_name: str = Field(default="image", min_length=1, description="Name of the image input.")
 
     @model_validator(mode="after")
-    def _top_k_needs_topk(self) -> ComposePreprocessingSpec:
+    def _consistent(self) -> ComposePreprocessingSpec:
         if "top_k" in self.model_fields_set and self.postprocess != "topk":
             raise FieldError("top_k", "applies only to 'postprocess: topk'")
+        fields = (self.input_size, self.mean, self.std, self.crop_mode, self.pad_value)
+        if problem := channel_problem(*fields):
+            raise FieldError(*problem)
         return self
 
 
@@ -133,7 +161,7 @@ class ComposePreprocessingStage(Stage):
         source = ctx.inputs[0]
         # external weights stay on disk: the graph is edited, the data file copied as is
         model = onnx.load(str(source.path / ONNX_FILE), load_external_data=False)
-        image_input, opset = _image_input(model)
+        image_input, opset = model_image_input(model)
         pre = _resolve(spec, source.meta.get("data_config"), image_input, opset, ctx)
         prep = build_preprocessing(pre, opset, model.ir_version, spec.input_name)
         join(prep, model, image_input.name, spec.postprocess, spec.top_k)
@@ -153,43 +181,10 @@ class ComposePreprocessingStage(Stage):
         return meta
 
 
-def _image_input(model: Any) -> tuple[Any, int]:
-    """The model's one image input, and its opset; refuses what the graph cannot feed."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is None or opset < 11:
-        raise StageError(
-            f"the model's opset is {opset}; compose-preprocessing needs 11 or newer "
-            "(13+ for antialiased resizing): export with opset: 18"
-        )
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in initializers]
-    if len(inputs) != 1 or len(tensor_dims(inputs[0])) != 4:
-        found = ", ".join(f"{v.name} {tensor_dims(v)}" for v in inputs) or "none"
-        raise StageError(f"compose-preprocessing needs one [N, 3, H, W] image input; found {found}")
-    return inputs[0], opset
-
-
-def _effective_config(spec: ComposePreprocessingSpec, data_config: dict | None) -> dict:
-    """The input's data config with this stage's overrides, defaulted as timm defaults it."""
-    config = {**(data_config or {}), **spec.model_dump(include=set(_OVERRIDES), exclude_none=True)}
-    missing = [k for k in ("input_size", "mean", "std") if config.get(k) is None]
-    if missing:
-        raise StageError(
-            f"the input artifact has no data config with {', '.join(missing)}: set them on "
-            "this stage (or data_config on the load stage)"
-        )
-    # create_transform's own defaults; any crop_mode but squash/border is centre cropping
-    config["interpolation"] = config.get("interpolation") or "bilinear"
-    config["crop_pct"] = config.get("crop_pct") or 0.875
-    mode = config.get("crop_mode")
-    config["crop_mode"] = mode if mode in ("squash", "border") else "center"
-    return config
-
-
 def _resolve(
     spec: ComposePreprocessingSpec, data_config: dict | None, value: Any, opset: int, ctx
 ) -> Preprocessing:
-    config = _effective_config(spec, data_config)
+    config = effective_config(data_config, spec.model_dump(include=set(_OVERRIDES)))
     if config["crop_mode"] == "border":
         raise StageError(f"the model's data config says {_BORDER}")
     if config["interpolation"] not in ("bilinear", "bicubic", "nearest"):
@@ -199,12 +194,14 @@ def _resolve(
         )
     if config["crop_pct"] > 1:
         raise StageError(f"crop_pct {config['crop_pct']} > 1 pads the image: set crop_pct <= 1")
-    crop = (int(config["input_size"][1]), int(config["input_size"][2]))
-    batch, output_dtype = _fit_model_input(value, crop, spec, ctx)
+    channels, crop = int(config["input_size"][0]), tuple(int(v) for v in config["input_size"][1:])
+    image = (spec.image.height, spec.image.width) if spec.image.height is not None else None
+    out = output_size(config["crop_mode"], crop, image)
+    batch, output_dtype = fit_model_input(value, channels, out, spec.image.dynamic_batch, ctx.log)
     return Preprocessing(
         crop_size=crop,
-        mean=tuple(float(v) for v in config["mean"]),
-        std=tuple(float(v) for v in config["std"]),
+        mean=config["mean"],
+        std=config["std"],
         interpolation=config["interpolation"],
         crop_pct=float(config["crop_pct"]),
         crop_mode=config["crop_mode"],
@@ -212,6 +209,8 @@ def _resolve(
         **spec.image.model_dump(include={"layout", "dtype", "channels", "height", "width"}),
         batch=batch,
         output_dtype=output_dtype,
+        pad_value=config.get("pad_value", DEFAULT_PAD_VALUE),
+        model_channels=channels,
     )
 
 
@@ -228,34 +227,6 @@ def _antialias(spec: ComposePreprocessingSpec, interpolation: str, opset: int, c
         )
         return False
     return True
-
-
-def _fit_model_input(value: Any, crop: tuple[int, int], spec, ctx) -> tuple[int | str, str]:
-    """The image's batch dimension and the dtype the model wants; refuses a size mismatch."""
-    from onnx import helper
-
-    dims = tensor_dims(value)
-    if isinstance(dims[1], int) and dims[1] != 3:
-        raise StageError(f"the model takes {dims[1]} channels; preprocessing makes RGB (3)")
-    if any(isinstance(d, int) and d != c for d, c in zip(dims[2:], crop, strict=True)):
-        raise StageError(
-            f"the model takes {dims[2]}x{dims[3]} images but the crop is {crop[0]}x{crop[1]}: "
-            f"set input_size: [3, {dims[2]}, {dims[3]}]"
-        )
-    dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
-    if dtype not in ("float32", "float16", "float64"):
-        raise StageError(f"the model's input is {dtype}; preprocessing produces floats")
-    if isinstance(dims[0], int):
-        if spec.image.dynamic_batch:
-            ctx.log.warning(
-                "the model has a fixed batch of %d, so the image input has too "
-                "(export with dynamic_batch: true for a dynamic one)",
-                dims[0],
-            )
-        return dims[0], dtype
-    if not spec.image.dynamic_batch:
-        return 1, dtype
-    return (dims[0] if dims[0] != "?" else "batch"), dtype
 
 
 def _save(model: Any, source_dir: Path, target: Path) -> None:

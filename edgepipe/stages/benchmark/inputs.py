@@ -36,6 +36,11 @@ def prepare_batches(
         singles = [raw_pixels(image.resize(size), pre) for image in images]
     else:
         transform = timm_eval_transform(data_config)
+        if data_config.get("crop_mode") in ("height", "none"):
+            # the tensor's size follows the photo's: one frame (the traced input size) for all,
+            # so batches stack and every row times the same work
+            height, width = data_config["input_size"][-2:]
+            images = [image.resize((width, height)) for image in images]
         singles = [transform(image).unsqueeze(0).numpy() for image in images]
     count = max(1, len(singles) // batch_size) * batch_size
     cycled = [singles[i % len(singles)] for i in range(max(count, batch_size))]
