@@ -134,6 +134,25 @@ def digits(tmp_path_factory):
         return train_digits(shared)
 
 
+@pytest.fixture(scope="session")
+def task_models(tmp_path_factory):
+    """A detector, a segmenter and a text recogniser trained on synthetic data
+    (tests/task_models.py), once for all xdist workers of a run."""
+    import hashlib
+
+    from filelock import FileLock
+    from task_models import train_task_models
+
+    sources = [
+        REPO / "tests" / "task_models.py",
+        *sorted((REPO / "pipelines" / "models").glob("*.py")),
+    ]
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+    shared = tmp_path_factory.getbasetemp().parent / f"task-models-{code}"
+    with FileLock(f"{shared}.lock"):
+        return train_task_models(shared)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_toolchains(tmp_path_factory):
     """One folder of toolchain environments for the whole run, all xdist workers included: the
@@ -162,6 +181,7 @@ _SHARED_FIXTURE_FILES = {
     "test_compose.py",
     "test_real_weights.py",
     "test_remote_cache.py",
+    "test_tasks.py",
     "test_tflite.py",
     "test_torch_native.py",
     "test_torchscript.py",

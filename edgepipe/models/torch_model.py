@@ -19,6 +19,7 @@ __all__ = [
     "output_tensors",
     "rebuild",
     "save_torch_model",
+    "task_outputs",
 ]
 
 import importlib
@@ -110,19 +111,32 @@ def import_callable(reference: str, recipe_dir: Path) -> Any:
 
 
 def data_config_of(module: Any, overrides: dict[str, Any]) -> dict[str, Any]:
-    """timm's resolved eval data config (input size, mean/std, interpolation, crop) + overrides."""
+    """timm's resolved eval data config (input size, mean/std, interpolation, crop) + overrides;
+    mean and std get one value per input channel, and ``pad_value`` is there with letterbox
+    only (other configs, and so their artifacts' digests, stay as they were)."""
     from timm.data import resolve_model_data_config
+
+    from edgepipe.imaging.data_config import DEFAULT_PAD_VALUE, channel_values
 
     config = dict(resolve_model_data_config(module))
     config.update({k: v for k, v in overrides.items() if v is not None})
-    return {
-        "input_size": [int(v) for v in config["input_size"]],
+    input_size = [int(v) for v in config["input_size"]]
+    try:
+        mean, std = (channel_values(config[k], input_size[0], k) for k in ("mean", "std"))
+    except ValueError as exc:
+        raise StageError(f"data_config: {exc}") from None
+    data_config = {
+        "input_size": input_size,
         "interpolation": str(config.get("interpolation", "bicubic")),
-        "mean": [float(v) for v in config["mean"]],
-        "std": [float(v) for v in config["std"]],
+        "mean": list(mean),
+        "std": list(std),
         "crop_pct": float(config.get("crop_pct", 0.875)),
         "crop_mode": str(config.get("crop_mode", "center")),
     }
+    if data_config["crop_mode"] == "letterbox":
+        pad_value = config.get("pad_value")
+        data_config["pad_value"] = DEFAULT_PAD_VALUE if pad_value is None else int(pad_value)
+    return data_config
 
 
 def output_tensors(outputs: Any) -> list[Any]:
@@ -145,10 +159,11 @@ WRAPPED = "inner"
 with it."""
 
 
-def input_only(module: Any) -> Any:
+def input_only(module: Any, task: str | None = None) -> Any:
     """Wrap a model so forward takes only ``x``: exporters and tracers otherwise turn forward()'s
     default arguments into graph inputs or constants (the legacy ONNX exporter fails on timm
-    eva02's ``is_causal`` that way)."""
+    eva02's ``is_causal`` that way). ``task`` shapes the outputs as deployed models give them
+    (``task_outputs``)."""
     import torch
 
     class InputOnly(torch.nn.Module):
@@ -159,4 +174,49 @@ def input_only(module: Any) -> Any:
         def forward(self, x):
             return self.inner(x)
 
+    if task in _TASK_WRAPPERS:
+        return _TASK_WRAPPERS[task]()(module).eval()
     return InputOnly(module).eval()
+
+
+def task_outputs(module: Any, task: str | None) -> Any:
+    """``module`` as its task is deployed: torchvision detectors take one [1, 3, H, W] tensor
+    (0..1) and give boxes (xyxy pixels), scores and labels; segmenters give the main ``out``
+    logits only (the auxiliary head is a training aid). Other tasks: ``module`` itself."""
+    return input_only(module, task) if task in _TASK_WRAPPERS else module
+
+
+def _detection_outputs() -> type:
+    import torch
+
+    class DetectionOutputs(torch.nn.Module):
+        """One image per call: torchvision detectors take a list of images and return a list
+        of dicts, which neither exporters nor runtimes carry."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            found = self.inner(list(x))[0]
+            return found["boxes"], found["scores"], found["labels"]
+
+    return DetectionOutputs
+
+
+def _segmentation_outputs() -> type:
+    import torch
+
+    class SegmentationOutputs(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            outputs = self.inner(x)
+            return outputs["out"] if isinstance(outputs, dict) else outputs
+
+    return SegmentationOutputs
+
+
+_TASK_WRAPPERS = {"detection": _detection_outputs, "segmentation": _segmentation_outputs}

@@ -27,12 +27,13 @@ class TorchEager(Runtime):
     def __init__(self, artifact: Artifact, options: RuntimeOptions):
         import torch
 
-        from edgepipe.models.torch_model import rebuild
+        from edgepipe.models.torch_model import rebuild, task_outputs
 
         super().__init__(artifact, options)
+        self.task = artifact.meta.get("task", "classification")
         if options.threads:
             torch.set_num_threads(options.threads)
-        self.module = rebuild(artifact.path, options.recipe_dir)
+        self.module = task_outputs(rebuild(artifact.path, options.recipe_dir), self.task)
         self.channels_last = options.channels_last
         if options.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)

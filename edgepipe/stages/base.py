@@ -242,19 +242,6 @@ class VerificationStage(Stage):
         # any artifact a runtime opens, but the reference's own kind: that is the reference
         return tuple(kind for kind in runnable_kinds() if kind != ArtifactKind.TORCH_MODEL)
 
-    def require_classifier(self, reference: Artifact) -> None:
-        """Refuse, in one line, a model whose task this stage's metrics do not measure yet."""
-        from edgepipe.errors import StageError
-
-        task = reference.meta.get("task", "classification")
-        if task != "classification":
-            raise StageError(
-                f"'{self.type}' measures classifiers (top-1, top-5, class agreement); the "
-                f"reference '{reference.stage_id}' is a {task} model, whose metrics edgepipe "
-                "does not have yet: leave this stage out, or set task: classification on its "
-                "load stage if the model does classify"
-            )
-
 
 _REGISTRY: dict[str, Stage] = {}
 

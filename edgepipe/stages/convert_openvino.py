@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.models.onnx_io import ONNX_FILE as ONNX_FILE
-from edgepipe.models.torch_model import rebuild
+from edgepipe.models.torch_model import rebuild, task_outputs
 from edgepipe.runtimes.openvino import IR_FILE
 from edgepipe.stages.base import (
     Artifact,
@@ -135,7 +135,7 @@ def _from_torch(source: Artifact, ctx: StageContext) -> Any:
     import openvino as ov
     import torch
 
-    module = rebuild(source.path, ctx.recipe_dir)
+    module = task_outputs(rebuild(source.path, ctx.recipe_dir), source.meta.get("task"))
     size = list(source.meta["data_config"]["input_size"])
     example = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

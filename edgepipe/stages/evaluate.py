@@ -1,5 +1,6 @@
 """``evaluate``: top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder
-(timm's ``onnx_validate.py`` job, inside the pipeline), gated on the accuracy drop."""
+(timm's ``onnx_validate.py`` job, inside the pipeline), gated on the accuracy drop. Detectors,
+segmenters and text recognisers get their task's metric instead (``evaluate_tasks``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ __all__ = ["EvaluateSpec", "EvaluateStage", "labelled_images"]
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -22,14 +23,30 @@ from edgepipe.stages.base import (
     VerificationStage,
     register_stage,
 )
+from edgepipe.stages.evaluate_tasks import PRIMARY_METRIC, evaluate_task
 
 
 class EvaluateSpec(VerificationSpec):
     """Accuracy on an ImageFolder-style directory: one sub-folder of images per class."""
 
     type: Literal["evaluate"] = Field(description="Stage type.")
+    key_when_set: ClassVar[tuple[str, ...]] = ("annotations", "max_drop")
     dataset: Path = Field(
-        description=("Folder with one sub-folder per class (relative to the recipe).")
+        description="Folder with one sub-folder per class (relative to the recipe). Detection: "
+        "the images of `annotations`; segmentation: images/ and masks/ (class-id PNGs); "
+        "sequence: images and labels.txt ('<file name><TAB><text>' per line)."
+    )
+    annotations: Path | None = Field(
+        default=None,
+        description="Detection: COCO annotation file (JSON) of the dataset's images.",
+    )
+    max_drop: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Detection, segmentation, sequence: fail when the artifact's COCO mAP, mIoU "
+        "or exact-match text accuracy is this much below the torch model's (default: "
+        "max_top1_drop).",
     )
     class_map: Path | None = Field(
         default=None,
@@ -55,7 +72,8 @@ class EvaluateSpec(VerificationSpec):
     )
 
     def file_fields(self) -> dict[str, Path]:
-        return {"class_map": self.class_map} if self.class_map is not None else {}
+        named = (("class_map", self.class_map), ("annotations", self.annotations))
+        return {name: path for name, path in named if path is not None}
 
     def dir_fields(self) -> dict[str, Path]:
         return {"dataset": self.dataset}
@@ -71,14 +89,26 @@ class EvaluateStage(VerificationStage):
 
     def report_row(self, stage_id: str, files: dict[str, Path]) -> str | None:
         result = json.loads(files["evaluate.json"].read_text())
+        if "metric" in result:
+            metric = result["metric"]
+            return (
+                f"| {stage_id} | evaluate | passed | {metric} {result['artifact'][metric]:.4f} "
+                f"vs torch {result['torch'][metric]:.4f} on {result['images']} images |"
+            )
         return (
             f"| {stage_id} | evaluate | passed | top-1 {result['artifact']['top1']:.4f} vs torch "
             f"{result['torch']['top1']:.4f} on {result['images']} images |"
         )
 
+    def tools_for(self, spec: EvaluateSpec) -> tuple[str, ...]:
+        # COCO mAP is pycocotools' (the `detection` extra)
+        return (*self.tools, "pycocotools") if spec.annotations else self.tools
+
     def run(self, spec: EvaluateSpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs
-        self.require_classifier(source)
+        task = source.meta.get("task", "classification")
+        if task != "classification":
+            return self._run_task(spec, ctx, task)
         samples = labelled_images(
             ctx.resolve(spec.dataset), ctx.resolve(spec.class_map) if spec.class_map else None
         )
@@ -101,6 +131,31 @@ class EvaluateStage(VerificationStage):
             count,
         )
         _gate(result, spec)
+        return result
+
+    def _run_task(self, spec: EvaluateSpec, ctx: StageContext, task: str) -> dict[str, Any]:
+        artifact, source = ctx.inputs
+        reference, candidate = open_reference(source, ctx.recipe_dir), open_runtime(artifact)
+        annotations = ctx.resolve(spec.annotations) if spec.annotations else None
+        result = evaluate_task(
+            task, reference, candidate, ctx.resolve(spec.dataset), annotations, spec.max_images
+        )
+        metric = PRIMARY_METRIC[task]
+        torch_value, value = result["torch"][metric], result["artifact"][metric]
+        result["drop"] = None if None in (torch_value, value) else torch_value - value
+        (ctx.out_dir / "evaluate.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        ctx.log.info(
+            "%s: torch %s, artifact %s (%d images)", metric, torch_value, value, result["images"]
+        )
+        allowed = spec.max_top1_drop if spec.max_drop is None else spec.max_drop
+        if result["drop"] is None:
+            raise StageError(f"{metric} could not be measured: no ground truth in {spec.dataset}")
+        if result["drop"] > allowed:
+            raise StageError(
+                f"accuracy gate failed: {metric} dropped by {result['drop']:.4f} (allowed "
+                f"{allowed}) — torch {torch_value:.4f}, artifact {value:.4f} on "
+                f"{result['images']} images"
+            )
         return result
 
 

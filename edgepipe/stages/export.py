@@ -36,7 +36,12 @@ class ExportSpec(SingleInputSpec):
         description="'auto' tries dynamo, then falls back to torchscript (and says so in the log).",
     )
     dynamic_batch: bool = Field(default=True, description="Make the batch dimension dynamic.")
-    dynamic_hw: bool = Field(default=False, description="Make height and width dynamic.")
+    dynamic_hw: Literal[False, True, "width"] = Field(
+        default=False,
+        description="Make height and width dynamic, or only the width ('width': text lines). "
+        "Unset, it follows the model: dynamic for detectors and for crop_mode none, the width "
+        "for crop_mode height.",
+    )
     batch_size: int = Field(default=1, ge=1, description="Batch size when dynamic_batch is false.")
     input_size: tuple[int, int, int] | None = Field(
         default=None, description="[C, H, W] of the traced input; default: the model's data config."
@@ -70,13 +75,16 @@ class ExportStage(Stage):
         source = ctx.inputs[0]
         module = rebuild(source.path, ctx.recipe_dir)
         data_config = source.meta["data_config"]
+        task = source.meta.get("task", "classification")
+        spec = _task_defaults(spec, task, data_config, ctx)
         size = list(spec.input_size or data_config["input_size"])
         # dynamo specialises dims of size 1, so trace a dynamic batch with 2 samples
         batch = 2 if spec.dynamic_batch else spec.batch_size
         example = torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
         external = _use_external_data(spec, module)
         target = ctx.out_dir / ONNX_FILE
-        used = _export_with_fallback(input_only(module), example, spec, target, external, ctx)
+        module = input_only(module, task)
+        used = _export_with_fallback(module, example, spec, target, external, ctx, task)
         _strip_stack_traces(target)
         meta = describe_onnx(target)
         _check(target, spec, meta["inputs"])
@@ -88,7 +96,35 @@ class ExportStage(Stage):
             # where the weights came from: verification and quantization targets pick their
             # defaults by it (trained weights gate classes)
             "weights": source.meta.get("weights"),
+            # what the model does and how its outputs decode: only non-classifiers carry them
+            **{k: source.meta[k] for k in ("task", "ctc") if k in source.meta},
         }
+
+
+def _task_defaults(spec: ExportSpec, task: str, data_config: dict, ctx: StageContext):
+    """Shapes the model's task needs, where the recipe leaves them unset: a torchvision detector
+    takes one image of any size and gives a variable number of detections; a text line has a
+    fixed height and any width."""
+    unset = {name for name in ("dynamic_batch", "dynamic_hw", "output_names")} - (
+        spec.model_fields_set
+    )
+    update: dict[str, Any] = {}
+    crop_mode = data_config.get("crop_mode")
+    if task == "detection":
+        update = {"dynamic_batch": False, "dynamic_hw": True, "output_names": _DETECTIONS}
+    elif crop_mode == "none":
+        update = {"dynamic_hw": True}
+    elif crop_mode == "height":
+        update = {"dynamic_hw": "width"}
+    update = {k: v for k, v in update.items() if k in unset}
+    if update:
+        ctx.log.info(
+            "%s model: %s", task, ", ".join(f"{k}: {v}" for k, v in sorted(update.items()))
+        )
+    return spec.model_copy(update=update)
+
+
+_DETECTIONS = ["boxes", "scores", "labels"]
 
 
 def _use_external_data(spec: ExportSpec, module) -> bool:
@@ -104,17 +140,23 @@ def _use_external_data(spec: ExportSpec, module) -> bool:
 
 
 def _export_with_fallback(
-    module, example, spec: ExportSpec, target: Path, external: bool, ctx: StageContext
+    module, example, spec: ExportSpec, target: Path, external: bool, ctx: StageContext, task: str
 ) -> str:
     order = ["dynamo", "torchscript"] if spec.exporter == "auto" else [spec.exporter]
+    if task == "detection" and spec.exporter == "auto":
+        # torch.export cannot trace the data-dependent box filtering and NMS of torchvision's
+        # detectors (torch 2.14); the TorchScript exporter emits ONNX NonMaxSuppression
+        order.reverse()
     failures: dict[str, str] = {}
     for exporter in order:
         try:
-            _EXPORTERS[exporter](module, example, spec, target, external)
-            if failures:
+            _EXPORTERS[exporter](module, example, spec, target, external, task)
+            for failed, message in failures.items():
                 ctx.log.warning(
-                    "the dynamo exporter failed (%s); exported with torchscript instead",
-                    failures["dynamo"],
+                    "the %s exporter failed (%s); exported with %s instead",
+                    failed,
+                    message,
+                    exporter,
                 )
             return exporter
         except Exception as exc:  # exporters raise anything from TorchExportError to KeyError
@@ -127,14 +169,18 @@ def _export_with_fallback(
     )
 
 
-def _export_dynamo(module, example, spec: ExportSpec, target: Path, external: bool) -> None:
+def _export_dynamo(
+    module, example, spec: ExportSpec, target: Path, external: bool, task: str
+) -> None:
     import torch
 
     dims: dict[int, Any] = {}
     if spec.dynamic_batch:
         dims[0] = torch.export.Dim("batch")
     if spec.dynamic_hw:
-        dims[2], dims[3] = torch.export.Dim.AUTO, torch.export.Dim.AUTO
+        dims[3] = torch.export.Dim.AUTO
+    if spec.dynamic_hw is True:
+        dims[2] = torch.export.Dim.AUTO
     torch.onnx.export(
         module,
         (example,),
@@ -150,15 +196,21 @@ def _export_dynamo(module, example, spec: ExportSpec, target: Path, external: bo
     )
 
 
-def _export_torchscript(module, example, spec: ExportSpec, target: Path, external: bool) -> None:
+def _export_torchscript(
+    module, example, spec: ExportSpec, target: Path, external: bool, task: str
+) -> None:
     import torch
 
     input_axes = {0: "batch"} if spec.dynamic_batch else {}
     if spec.dynamic_hw:
-        input_axes.update({2: "height", 3: "width"})
+        input_axes[3] = "width"
+    if spec.dynamic_hw is True:
+        input_axes[2] = "height"
     dynamic_axes = {spec.input_name: input_axes} if input_axes else {}
     if spec.dynamic_batch:
         dynamic_axes.update({name: {0: "batch"} for name in spec.output_names})
+    if task == "detection":  # one image in, any number of detections out
+        dynamic_axes.update({name: {0: "detections"} for name in spec.output_names})
     torch.onnx.export(
         module,
         (example,),

@@ -69,7 +69,7 @@ class ExportAotiStage(Stage):
         import torch
 
         source = ctx.inputs[0]
-        module = input_only(rebuild(source.path, ctx.recipe_dir))
+        module = input_only(rebuild(source.path, ctx.recipe_dir), source.meta.get("task"))
         size = source.meta["data_config"]["input_size"]
         example = example_batch(source.meta, 2 if spec.dynamic_batch else 1)
         target = ctx.out_dir / AOTI_FILE

@@ -53,7 +53,7 @@ class ExportExecutorchStage(Stage):
 
     def run(self, spec: ExportExecutorchSpec, ctx: StageContext) -> dict[str, Any]:
         source = ctx.inputs[0]
-        module = input_only(rebuild(source.path, ctx.recipe_dir))
+        module = input_only(rebuild(source.path, ctx.recipe_dir), source.meta.get("task"))
         example = example_batch(source.meta, 1)
         target = ctx.out_dir / PTE_FILE
         delegation = lower_executorch(export_program(module, example), target)

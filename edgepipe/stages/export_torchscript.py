@@ -99,7 +99,7 @@ class ExportTorchScriptStage(Stage):
         import torch
 
         source = ctx.inputs[0]
-        module = input_only(rebuild(source.path, ctx.recipe_dir))
+        module = input_only(rebuild(source.path, ctx.recipe_dir), source.meta.get("task"))
         size = source.meta["data_config"]["input_size"]
         example = torch.randn(spec.batch_size, *size, generator=torch.Generator().manual_seed(0))
         target = ctx.out_dir / (LITE_FILE if spec.lite_interpreter else FULL_FILE)

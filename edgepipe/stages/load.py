@@ -9,9 +9,22 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from edgepipe.errors import StageError
+from edgepipe.imaging.data_config import (
+    CHANNELS_HELP,
+    PAD_VALUE_HELP,
+    TASK_CROP_MODES_HELP,
+    channel_problem,
+)
 from edgepipe.models import checkpoints, pretrained, torchvision_models
 from edgepipe.models.module_sources import module_source_files
 from edgepipe.models.onnx_io import external_data_files, import_onnx
@@ -25,6 +38,7 @@ from edgepipe.stages.base import (
     StageSpec,
     register_stage,
 )
+from edgepipe.tasks.options import CtcSpec
 
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _NAMED = {"name", "pretrained", "weights", "strict", "match_by", "model_kwargs", "num_classes"}
@@ -42,30 +56,62 @@ class DataConfigOverride(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input_size: tuple[int, int, int] | None = Field(
-        default=None, description="Model input as [channels, height, width]."
+        default=None, description=f"Model input as [channels, height, width]; {CHANNELS_HELP}"
     )
-    mean: tuple[float, float, float] | None = Field(
-        default=None, description="Per-channel mean subtracted after scaling to 0..1."
+    mean: tuple[float, ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=3,
+        description="Per-channel mean subtracted after scaling to 0..1 (one value: every channel).",
     )
-    std: tuple[float, float, float] | None = Field(
-        default=None, description="Per-channel std divided by after subtracting the mean."
+    std: tuple[float, ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=3,
+        description="Per-channel std divided by after subtracting the mean (one value: every "
+        "channel).",
     )
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
         default=None, description="Resize interpolation."
     )
     crop_pct: float | None = Field(
-        default=None, gt=0, le=1, description="Centre-crop fraction (resize to size/crop_pct)."
+        default=None,
+        gt=0,
+        le=1,
+        description="Centre-crop fraction (resize to size/crop_pct); letterbox, height and "
+        "none ignore it.",
     )
-    crop_mode: Literal["center", "squash", "border"] | None = Field(
-        default=None, description="timm crop mode: shorter-side resize + centre crop, or squash."
+    crop_mode: Literal["center", "squash", "border", "letterbox", "height", "none"] | None = Field(
+        default=None,
+        description="timm crop mode: shorter-side resize + centre crop (center), both sides "
+        f"(squash), or longer side + padding (border); {TASK_CROP_MODES_HELP}",
     )
+    pad_value: int | None = Field(default=None, ge=0, le=255, description=PAD_VALUE_HELP)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfigOverride:
+        # the model's own crop mode (timm, torchvision) is never letterbox
+        mode = self.crop_mode or "center"
+        problem = channel_problem(self.input_size, self.mean, self.std, mode, self.pad_value)
+        if problem:
+            raise FieldError(*problem)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _unset_pad_value_absent(self, handler: Any) -> dict[str, Any]:
+        """pad_value came after load stages' keys were committed: unset, it is left out of
+        the dump (so of the key), and those keys stay."""
+        dumped = handler(self)
+        if self.pad_value is None:
+            dumped.pop("pad_value", None)
+        return dumped
 
 
 class LoadSpec(StageSpec):
     """Load a model: from timm, from your own factory function, or an existing ONNX file."""
 
     type: Literal["load"] = Field(description="Stage type.")
-    key_when_set: ClassVar[tuple[str, ...]] = ("task",)
+    key_when_set: ClassVar[tuple[str, ...]] = ("task", "ctc")
 
     source: Literal["timm", "torchvision", "callable", "onnx"] = Field(
         default="timm", description="Where the model comes from."
@@ -74,6 +120,11 @@ class LoadSpec(StageSpec):
         default=None,
         description="What the model does; it picks verification metrics. Default: inferred "
         "(torchvision: from the model's package; otherwise classification).",
+    )
+    ctc: CtcSpec | None = Field(
+        default=None,
+        description="A CTC text recogniser's alphabet, blank and output layout: verification "
+        "decodes its outputs to strings. Implies task: sequence.",
     )
     name: str | None = Field(
         default=None,
@@ -147,6 +198,10 @@ class LoadSpec(StageSpec):
             raise FieldError(field_name, f"does not apply to source '{self.source}'")
         if self.pretrained and self.weights is not None:
             raise FieldError("weights", "set either 'pretrained: true' or 'weights', not both")
+        if self.ctc is not None and self.task not in (None, "sequence"):
+            raise FieldError("ctc", f"describes a sequence model, not a {self.task} one")
+        if self.task == "sequence" and self.ctc is None:
+            raise FieldError("ctc", "required with task: sequence (alphabet, blank, layout)")
         if "match_by" in self.model_fields_set and self.weights is None:
             raise FieldError("match_by", "applies only with 'weights'")
         return self
@@ -202,7 +257,7 @@ class LoadStage(Stage):
         if spec.source == "onnx":
             meta = import_onnx(ctx.resolve(spec.path), ctx.out_dir)
             overrides = spec.data_config.model_dump(mode="json", exclude_none=True)
-            return {**meta, "data_config": overrides or None}
+            return {**meta, "data_config": overrides or None, **_task_meta(spec)}
         import torch
 
         torch.manual_seed(spec.seed)
@@ -253,10 +308,17 @@ class LoadStage(Stage):
             "data_config": data_config_of(module, overrides),
             "weights": _weights_origin(spec),
         }
-        task = spec.task or _inferred_task(spec)
-        if task != "classification":  # readers default to it: classifiers' digests stay put
-            meta["task"] = task
-        return meta
+        return {**meta, **_task_meta(spec)}
+
+
+def _task_meta(spec: LoadSpec) -> dict[str, Any]:
+    """What the model does and how its outputs decode, for verification downstream. Absent for
+    classifiers, which every reader defaults to: their artifacts' digests stay put."""
+    task = spec.task or _inferred_task(spec)
+    meta: dict[str, Any] = {} if task == "classification" else {"task": task}
+    if spec.ctc is not None:
+        meta["ctc"] = spec.ctc.model_dump(mode="json")
+    return meta
 
 
 def _weights_origin(spec: LoadSpec) -> str:
@@ -269,6 +331,8 @@ def _weights_origin(spec: LoadSpec) -> str:
 
 
 def _inferred_task(spec: LoadSpec) -> str:
+    if spec.ctc is not None:
+        return "sequence"
     if spec.source == "torchvision":
         return torchvision_models.task_of(spec.name)
     return "classification"

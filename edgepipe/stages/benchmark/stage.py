@@ -200,13 +200,19 @@ class BenchmarkStage(Stage):
         if reference.digest not in {a.digest for a in runnable}:
             runnable.insert(0, reference)
         verdicts = {
-            a.meta.get("artifact_digest"): "passed"
+            a.meta.get("artifact_digest"): _verdict(a.meta)
             for a in given
             if a.kind == ArtifactKind.REPORT and a.meta.get("passed")
         }
         report = measure_all(spec, ctx, runnable, reference, verdicts)
         _write(report, spec, ctx)
         return {"rows": report["rows"], "environment": report["environment"]}
+
+
+def _verdict(parity: dict[str, Any]) -> str:
+    """ "passed", with a detector's, segmenter's or recogniser's headline metrics."""
+    headline = parity.get("task_headline")
+    return f"passed ({headline})" if headline else "passed"
 
 
 def _write(report: dict[str, Any], spec: BenchmarkSpec, ctx: StageContext) -> None:

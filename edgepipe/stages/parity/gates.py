@@ -12,7 +12,7 @@ __all__ = [
     "worst_cosine",
 ]
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from edgepipe.stages.parity.metrics import DECIDED_MARGIN
 
@@ -68,6 +68,69 @@ class Thresholds(BaseModel):
             "Flips on undecided samples are listed, not failed."
         ),
     )
+    # detection, segmentation and sequence (CTC) models: see edgepipe/stages/parity/tasks.py
+    min_recall: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Detection: lowest allowed fraction of the reference's detections (at or "
+        "above the score threshold) that the artifact finds again.",
+    )
+    min_precision: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Detection: lowest allowed fraction of the artifact's detections that the "
+        "reference made too.",
+    )
+    min_class_agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Detection: lowest allowed fraction of matched boxes with the same class.",
+    )
+    max_score_error: float | None = Field(
+        default=None, ge=0, le=1, description="Detection: largest allowed score difference."
+    )
+    min_mean_iou: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Detection: lowest allowed mean IoU of matched boxes.",
+    )
+    min_pixel_agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Segmentation: lowest allowed fraction of pixels with the same class, "
+        "on any image.",
+    )
+    min_miou: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Segmentation: lowest allowed mIoU of the artifact's masks against the "
+        "reference's.",
+    )
+    min_string_agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Sequence: lowest allowed fraction of inputs decoded to the same string.",
+    )
+    max_cer: float | None = Field(
+        default=None,
+        ge=0,
+        description="Sequence: largest allowed character error rate of the artifact's string "
+        "against the reference's, on any input.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _task_gates_when_set(self, handler):
+        # gates added for the task metrics leave the dump (and so every existing parity key)
+        # unless a recipe sets them
+        dumped = handler(self)
+        return {k: v for k, v in dumped.items() if v is not None or k not in TASK_GATES}
 
 
 # Random weights give flat logits: class gates mean nothing there, and the centred cosine is
@@ -116,6 +179,17 @@ TRAINED_DEFAULTS: dict[str, Thresholds] = {
         min_top5_overlap=0.8,
     ),
 }
+TASK_GATES = (
+    "min_recall",
+    "min_precision",
+    "min_class_agreement",
+    "max_score_error",
+    "min_mean_iou",
+    "min_pixel_agreement",
+    "min_miou",
+    "min_string_agreement",
+    "max_cer",
+)
 # INT8 ranges are calibrated on images: out-of-distribution random tensors saturate them, so
 # for INT8 the random inputs are reported but only the real images are gated.
 GATED_INPUTS = {"int8": ("images",), "composed+int8": ("images",)}

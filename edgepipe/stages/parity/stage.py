@@ -7,7 +7,7 @@ __all__ = ["ParitySpec", "ParityStage", "Thresholds"]
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -29,17 +29,28 @@ from edgepipe.stages.parity.gates import (
     worst_cosine,
 )
 from edgepipe.stages.parity.tables import metric_table, sample_table
+from edgepipe.stages.parity.task_report import (
+    describe_task_images,
+    task_headline,
+    task_images,
+    task_markdown,
+    task_summary,
+)
+from edgepipe.stages.parity.tasks import compare_task, task_gates
+from edgepipe.tasks.options import DetectionMatching
 
 
 class ParitySpec(VerificationSpec):
     """Compare an artifact with the torch model it came from."""
 
     type: Literal["parity"] = Field(description="Stage type.")
+    key_when_set: ClassVar[tuple[str, ...]] = ("detection",)
     images: Path | None = Field(
         default=None,
         description=(
             "Folder of sample images (relative to the recipe); default: the everyday photos "
-            "that scikit-image and matplotlib ship (see README)."
+            "that scikit-image and matplotlib ship (see README), or for a text recogniser "
+            "(task: sequence) lines of its alphabet rendered with Pillow's own font."
         ),
     )
     max_images: int = Field(default=16, ge=0, description="Use at most this many images.")
@@ -56,6 +67,10 @@ class ParitySpec(VerificationSpec):
     )
     thresholds: Thresholds = Field(
         default_factory=Thresholds, description=("Overrides of the default gates.")
+    )
+    detection: DetectionMatching = Field(
+        default_factory=DetectionMatching,
+        description="Detectors: which detections are compared, and when two boxes match.",
     )
 
     def dir_fields(self) -> dict[str, Path]:
@@ -74,6 +89,14 @@ class ParityStage(VerificationStage):
         if "parity.json" not in files:
             return {}
         report = json.loads(files["parity.json"].read_text())
+        if "task" in report:
+            return {
+                "parity": {
+                    "passed": report["passed"],
+                    "kind": report["kind"],
+                    **task_summary(report),
+                }
+            }
         return {
             "parity": {
                 "passed": report["passed"],
@@ -84,6 +107,11 @@ class ParityStage(VerificationStage):
 
     def report_row(self, stage_id: str, files: dict[str, Path]) -> str | None:
         report = json.loads(files["parity.json"].read_text())
+        if "task" in report:
+            summary = task_headline(report)
+            return (
+                f"| {stage_id} | parity ({report['kind']}, {report['task']}) | passed | {summary} |"
+            )
         worst = worst_cosine(report)
         return f"| {stage_id} | parity ({report['kind']}) | passed | worst cosine {worst:.6f} |"
 
@@ -93,11 +121,12 @@ class ParityStage(VerificationStage):
 
     def run(self, spec: ParitySpec, ctx: StageContext) -> dict[str, Any]:
         artifact, source = ctx.inputs
-        self.require_classifier(source)
         reference = open_reference(source, ctx.recipe_dir)
         candidate = open_runtime(artifact)
-        images = load_images(ctx.resolve(spec.images) if spec.images else None, spec.max_images)
         kind = _kind(spec, candidate)
+        if reference.task != "classification":
+            return self._run_task(spec, ctx, reference, candidate, kind)
+        images = load_images(ctx.resolve(spec.images) if spec.images else None, spec.max_images)
         gates = gates_for(
             kind, spec.thresholds, trained=reference.weights in ("pretrained", "checkpoint")
         )
@@ -133,20 +162,63 @@ class ParityStage(VerificationStage):
             "passed": not failed,
             "breaches": failed,
         }
-        text = _markdown(report, compared)
-        (ctx.out_dir / "parity.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-        (ctx.out_dir / "parity.md").write_text(text + "\n")
-        ctx.log.info("parity (%s thresholds):\n%s", kind, text)
-        if failed:
-            hint = _RECOVERY_HINT if "int8" in kind else ""
-            raise StageError("parity gate failed: " + "; ".join(failed) + hint + "\n" + text)
-        # the checked artifact by content, so a benchmark report can show this verdict beside it
-        return {
-            "passed": True,
+        return _verdict(report, _markdown(report, compared), ctx, artifact)
+
+    def _run_task(self, spec: ParitySpec, ctx: StageContext, reference, candidate, kind: str):
+        """Detection, segmentation and sequence models: their own metrics, on real images only
+        (random tensors give a detector nothing to find and a recogniser no text)."""
+        task = reference.task
+        folder = ctx.resolve(spec.images) if spec.images else None
+        images = task_images(task, folder, spec.max_images, spec.seed, reference.artifact.meta)
+        if spec.random_inputs:
+            ctx.log.info(
+                "random inputs are not used for a %s model: its metrics need content", task
+            )
+        if not images:
+            raise StageError(f"nothing to gate: max_images: {spec.max_images} gave no images")
+        names, ref_runs, cand_runs = _on_images(reference, candidate, images)
+        comparison = compare_task(
+            task, names, ref_runs, cand_runs, reference.artifact.meta, spec.detection
+        )
+        gates = task_gates(task, kind, spec.thresholds)
+        failed = [f"images/{breach}" for breach in comparison.breaches(gates)]
+        report = {
+            "task": task,
             "kind": kind,
-            "metrics": metrics,
-            "artifact_digest": artifact.digest,
+            "weights": reference.weights,
+            "thresholds": gates,
+            "images": describe_task_images(task, spec.images, names),
+            "metrics": {"images": comparison.metrics},
+            "samples": {"images": comparison.samples},
+            "passed": not failed,
+            "breaches": failed,
         }
+        if task == "detection":
+            report["matching"] = spec.detection.model_dump()
+        return _verdict(report, task_markdown(report), ctx, candidate.artifact)
+
+
+def _verdict(report: dict[str, Any], text: str, ctx: StageContext, artifact) -> dict[str, Any]:
+    """Write the report; raise with the breaches and the tables when a gate failed."""
+    (ctx.out_dir / "parity.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    (ctx.out_dir / "parity.md").write_text(text + "\n")
+    kind = report["kind"]
+    ctx.log.info("parity (%s thresholds):\n%s", kind, text)
+    if report["breaches"]:
+        hint = _RECOVERY_HINT if "int8" in kind else ""
+        raise StageError(
+            "parity gate failed: " + "; ".join(report["breaches"]) + hint + "\n" + text
+        )
+    # the checked artifact by content, so a benchmark report can show this verdict beside it
+    meta = {
+        "passed": True,
+        "kind": kind,
+        "metrics": report["metrics"],
+        "artifact_digest": artifact.digest,
+    }
+    if "task" in report:  # a benchmark table shows the task's own metrics beside the row
+        meta["task_headline"] = task_headline(report)
+    return meta
 
 
 _RECOVERY_HINT = (

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgepipe.imaging.samples import load_images
+from edgepipe.errors import StageError
 from edgepipe.runtimes import open_runtime
 from edgepipe.stages.base import Artifact, ArtifactKind, FieldError
 from edgepipe.stages.parity.gates import Thresholds, gates_for
@@ -97,12 +97,20 @@ class CandidateCheck:
     def __init__(self, target: AccuracyTarget, source: Artifact, recipe_dir: Path):
         self.target, self.source = target, source
         self.trained = source.meta.get("weights") in ("pretrained", "checkpoint")
+        self.task = source.meta.get("task", "classification")
         reference = open_runtime(source)
         if target.metric == "top1":
+            if self.task != "classification":
+                raise StageError(
+                    f"target metric top1 measures classifiers; this is a {self.task} model: "
+                    "use target: {metric: parity}, which gates its own metrics"
+                )
             self._init_top1(recipe_dir)
         else:
+            from edgepipe.stages.parity.task_report import task_images
+
             folder = recipe_dir / target.images if target.images else None
-            named = load_images(folder, target.max_images)
+            named = task_images(self.task, folder, target.max_images, 0, source.meta)
             self.names = [name for name, _ in named]
             self.inputs = model_inputs([image for _, image in named], source.meta)
         self.reference = [reference.forward(x) for x in self.inputs]
@@ -136,6 +144,9 @@ class CandidateCheck:
     def _parity(self, outputs: list, candidate: Any, precision: str) -> Fidelity:
         from edgepipe.stages.parity.compare import compare
 
+        if self.task != "classification":
+            return self._task_parity(outputs, precision)
+
         gates = gates_for(precision, self.target.thresholds, self.trained)
         compared = compare(self.names, self.reference, outputs, candidate, gates["decided_margin"])
         problems = compared.breaches(gates)
@@ -149,6 +160,19 @@ class CandidateCheck:
             headline += f", decided top-1 {decided:.2f}"
         score = (kl if self.trained and kl is not None else 1 - first["cosine_min"]) + len(problems)
         return Fidelity(not problems, headline, problems, score)
+
+    def _task_parity(self, outputs: list, precision: str) -> Fidelity:
+        from edgepipe.stages.parity.tasks import compare_task, task_gates
+        from edgepipe.tasks.options import DetectionMatching
+
+        compared = compare_task(
+            self.task, self.names, self.reference, outputs, self.source.meta, DetectionMatching()
+        )
+        problems = compared.breaches(task_gates(self.task, precision, self.target.thresholds))
+        metrics = next(iter(compared.metrics.values()))
+        shown = [(k, v) for k, v in metrics.items() if k != "samples" and isinstance(v, float)]
+        headline = ", ".join(f"{k} {v:.4g}" for k, v in shown[:3])
+        return Fidelity(not problems, headline, problems, float(len(problems)))
 
     def _top1(self, outputs: list, candidate: Any) -> Fidelity:
         import numpy as np

@@ -52,7 +52,7 @@ class TorchBackend:
         self.options = spec.torch
         self.scratch = ctx.out_dir / "_scratch"
         self.scratch.mkdir(exist_ok=True)
-        self.module = input_only(rebuild(source.path, ctx.recipe_dir))
+        self.module = input_only(rebuild(source.path, ctx.recipe_dir), source.meta.get("task"))
         self.for_executorch = self.options.quantizer == "xnnpack"
         self.output_kind = (
             ArtifactKind.EXECUTORCH_PROGRAM if self.for_executorch else ArtifactKind.AOTI_PACKAGE
