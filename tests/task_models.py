@@ -69,6 +69,7 @@ def train_task_models(folder: Path) -> TaskModels:
     sys.path.insert(0, str(REPO))
     import torch
 
+    from edgepipe.imaging.text_lines import write_labelled_lines
     from pipelines.models import crnn, scenes, shapes
 
     # one thread: the other xdist worker runs beside it, and two threads then crawl
@@ -81,17 +82,6 @@ def train_task_models(folder: Path) -> TaskModels:
     recogniser, metrics["crnn_accuracy"] = crnn.train(seed=0, steps=CRNN_STEPS)
     crnn.save(recogniser, folder / "crnn.safetensors")
     scenes.write_dataset(folder / "scenes", SCENES)
-    _write_lines(folder / "lines", LINES)
+    write_labelled_lines(folder / "lines", LINES, seed=77_777)
     done.write_text(json.dumps(metrics))
     return TaskModels(folder, metrics)
-
-
-def _write_lines(folder: Path, count: int) -> None:
-    from edgepipe.imaging.text_lines import sample_lines
-
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = []
-    for index, (text, image) in enumerate(sample_lines(count, seed=77_777)):
-        image.save(folder / f"{index:03d}.png")
-        labels.append(f"{index:03d}.png\t{text}")
-    (folder / "labels.txt").write_text("\n".join(labels) + "\n")

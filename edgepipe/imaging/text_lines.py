@@ -10,10 +10,11 @@ across lines, yet a line is a pure function of ``(text, height, seed)``.
 
 from __future__ import annotations
 
-__all__ = ["DIGITS", "render_line", "sample_lines"]
+__all__ = ["DIGITS", "render_line", "sample_lines", "write_labelled_lines"]
 
 import zlib
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 DIGITS = "0123456789"
@@ -97,3 +98,15 @@ def _font(size: int) -> Any:
     from PIL import ImageFont
 
     return ImageFont.load_default(size=size)
+
+
+def write_labelled_lines(folder: Path, count: int, seed: int, alphabet: str = DIGITS) -> Path:
+    """``count`` lines as ``NNN.png`` and ``labels.txt`` (``<file name><TAB><text>`` per line):
+    the labelled folder ``evaluate`` reads for a text recogniser."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = []
+    for index, (text, image) in enumerate(sample_lines(count, seed=seed, alphabet=alphabet)):
+        image.save(folder / f"{index:03d}.png")
+        labels.append(f"{index:03d}.png\t{text}")
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    return folder

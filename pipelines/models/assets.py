@@ -24,7 +24,7 @@ LINES = 32  # labelled text lines for evaluate
 def main() -> None:
     import torch
 
-    from edgepipe.imaging.text_lines import sample_lines
+    from edgepipe.imaging.text_lines import write_labelled_lines
 
     from . import crnn, scenes, shapes
 
@@ -40,13 +40,7 @@ def main() -> None:
     measured["crnn"] = {"held_out_accuracy": accuracy}
     crnn.save(recogniser, WEIGHTS / "crnn.safetensors")
     scenes.write_dataset(DATA / "shapes", SCENES, seed=20_000)
-    lines = DATA / "text_lines"
-    lines.mkdir(parents=True, exist_ok=True)
-    labels = []
-    for index, (text, image) in enumerate(sample_lines(LINES, seed=424_242)):
-        image.save(lines / f"{index:03d}.png")
-        labels.append(f"{index:03d}.png\t{text}")
-    (lines / "labels.txt").write_text("\n".join(labels) + "\n")
+    write_labelled_lines(DATA / "text_lines", LINES, seed=424_242)
     measured["seconds"] = round(time.perf_counter() - started, 1)
     (WEIGHTS / "trained.json").write_text(json.dumps(measured, indent=2) + "\n")
     print(json.dumps(measured, indent=2), file=sys.stderr)
