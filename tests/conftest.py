@@ -188,6 +188,7 @@ _SHARED_FIXTURE_FILES = {
 }
 # The longest tests start first, so that no worker is left with one of them at the end.
 _LONGEST_FIRST = (
+    "test_tasks.py",
     "test_families.py",
     "test_tflite.py",
     "test_trained_quantization.py",

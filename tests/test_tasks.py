@@ -44,7 +44,9 @@ def task_run(tmp_path_factory, task_models):
         f"images: {scenes}/images}}",
         "  seg_onnx: {type: export, input: seg}",
         f"  seg_parity: {{type: parity, input: seg_onnx, images: {scenes}/images}}",
-        f"  seg_int8: {{type: quantize, input: seg_onnx, calibration: {{{photos}}}}}",
+        # the accuracy target measures the INT8 candidate with the segmentation gates
+        f"  seg_int8: {{type: quantize, input: seg_onnx, calibration: {{{photos}}}, "
+        f"target: {{metric: parity, {photos}}}}}",
         f"  seg_int8_parity: {{type: parity, input: seg_int8, reference: seg, "
         f"images: {scenes}/images}}",
         f"  seg_eval: {{type: evaluate, input: seg_onnx, dataset: {scenes}}}",
@@ -95,6 +97,9 @@ def test_faithful_artifacts_pass_their_task_gates(task_run):
     # the trained detector finds the shapes: the gate compares real detections
     assert detections["detections"]["reference_detections"] >= 12
     assert _report(workspace, "ocr_e2e_parity", "parity.json")["kind"] == "composed"
+    meta = json.loads((workspace.out / "seg_int8" / "artifact.json").read_text())["meta"]
+    candidates = meta["quantization"]["recovery"]["candidates"]
+    assert candidates[0]["passed"] and "pixel_agreement" in candidates[0]["fidelity"], candidates
 
 
 def test_broken_artifacts_fail_naming_their_metric(task_run):
