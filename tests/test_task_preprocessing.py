@@ -21,10 +21,10 @@ from edgepipe.artifacts import Artifact, ArtifactKind
 from edgepipe.imaging.preprocess_graph import Preprocessing, build_preprocessing
 from edgepipe.imaging.samples import fit_fixed_size, load_images
 from edgepipe.imaging.timm_eval import timm_eval_transform
+from edgepipe.models.data_config_override import DataConfigOverride
 from edgepipe.models.torch_model import data_config_of
 from edgepipe.stages.base import StageContext
 from edgepipe.stages.compose import ComposePreprocessingSpec, ComposePreprocessingStage
-from edgepipe.stages.load import DataConfigOverride
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 GRAY = {"mean": (0.45,), "std": (0.27,)}

@@ -3,29 +3,21 @@ factory, ONNX file), and say what task it does."""
 
 from __future__ import annotations
 
-__all__ = ["DataConfigOverride", "LoadSpec", "LoadStage"]
+__all__ = ["LoadSpec", "LoadStage"]
 
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from edgepipe.errors import StageError
-from edgepipe.imaging.data_config import (
-    CHANNELS_HELP,
-    PAD_VALUE_HELP,
-    TASK_CROP_MODES_HELP,
-    channel_problem,
-)
 from edgepipe.models import checkpoints, pretrained, torchvision_models
+from edgepipe.models.data_config_override import DataConfigOverride
 from edgepipe.models.module_sources import module_source_files
 from edgepipe.models.onnx_io import external_data_files, import_onnx
 from edgepipe.models.package_files import is_package_reference, package_file
@@ -48,63 +40,6 @@ _SOURCE_FIELDS = {
     "callable": {"factory", "weights", "strict", "match_by", "model_kwargs", "seed", "data_config"},
     "onnx": {"path", "data_config"},
 }
-
-
-class DataConfigOverride(BaseModel):
-    """Overrides for the model's own (timm-resolved) eval preprocessing."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    input_size: tuple[int, int, int] | None = Field(
-        default=None, description=f"Model input as [channels, height, width]; {CHANNELS_HELP}"
-    )
-    mean: tuple[float, ...] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=3,
-        description="Per-channel mean subtracted after scaling to 0..1 (one value: every channel).",
-    )
-    std: tuple[float, ...] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=3,
-        description="Per-channel std divided by after subtracting the mean (one value: every "
-        "channel).",
-    )
-    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
-        default=None, description="Resize interpolation."
-    )
-    crop_pct: float | None = Field(
-        default=None,
-        gt=0,
-        le=1,
-        description="Centre-crop fraction (resize to size/crop_pct); letterbox, height and "
-        "none ignore it.",
-    )
-    crop_mode: Literal["center", "squash", "border", "letterbox", "height", "none"] | None = Field(
-        default=None,
-        description="timm crop mode: shorter-side resize + centre crop (center), both sides "
-        f"(squash), or longer side + padding (border); {TASK_CROP_MODES_HELP}",
-    )
-    pad_value: int | None = Field(default=None, ge=0, le=255, description=PAD_VALUE_HELP)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DataConfigOverride:
-        # the model's own crop mode (timm, torchvision) is never letterbox
-        mode = self.crop_mode or "center"
-        problem = channel_problem(self.input_size, self.mean, self.std, mode, self.pad_value)
-        if problem:
-            raise FieldError(*problem)
-        return self
-
-    @model_serializer(mode="wrap")
-    def _unset_pad_value_absent(self, handler: Any) -> dict[str, Any]:
-        """pad_value came after load stages' keys were committed: unset, it is left out of
-        the dump (so of the key), and those keys stay."""
-        dumped = handler(self)
-        if self.pad_value is None:
-            dumped.pop("pad_value", None)
-        return dumped
 
 
 class LoadSpec(StageSpec):
