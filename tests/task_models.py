@@ -1,5 +1,5 @@
 """Models the suite trains itself for the tasks beyond classification, with the labelled data
-their gates and ``evaluate`` run on: torchvision's FCOS and LR-ASPP on synthetic shape scenes
+their gates and ``evaluate`` run on: torchvision's RetinaNet and LR-ASPP on synthetic shape scenes
 (``pipelines/models/shapes.py``) and a CRNN on text lines rendered with Pillow's font
 (``pipelines/models/crnn.py``). Trained weights make "same detections", "same mask" and "same
 string" mean something: random weights give flat scores that agree with anything.
