@@ -49,9 +49,11 @@ class RunDisplay:
     def stage_started(self, plan: StagePlan) -> None:
         if plan.status == "cached":
             return
-        why = f" ({'; '.join(plan.reasons)})" if plan.reasons else ""
+        why = escape(f" ({'; '.join(plan.reasons)})") if plan.reasons else ""
         with self._lock:
-            self._running[plan.stage_id] = f"[bold]{plan.stage_id}[/] ({plan.stage_type}){why}"
+            self._running[plan.stage_id] = (
+                f"[bold]{escape(plan.stage_id)}[/] ({plan.stage_type}){why}"
+            )
             self._refresh()
 
     def notice(self, message: str) -> None:
@@ -71,9 +73,10 @@ class RunDisplay:
         size = human_size(result.output_size) if result.output_size else ""
         seconds = f"{result.seconds:.1f} s" if result.outcome in ("built", "failed") else ""
         peak = f"  peak {human_size(result.peak_rss_bytes)}" if result.peak_rss_bytes else ""
+        where = f"  on {escape(result.node)}" if result.node else ""
         self.console.print(
-            f"[{style}]{result.outcome:>7}[/] {result.stage_id:<{self.id_width}} "
-            f"{result.stage_type:<12} {seconds:>8} {size:>9}[dim]{peak}[/]"
+            f"[{style}]{result.outcome:>7}[/] {escape(f'{result.stage_id:<{self.id_width}}')} "
+            f"{result.stage_type:<12} {seconds:>8} {size:>9}[dim]{peak}{where}[/]"
         )
         for warning in result.warnings:
             self.console.print(f"        [yellow]warning[/]: {escape(warning)}", soft_wrap=True)
