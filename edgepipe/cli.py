@@ -17,6 +17,7 @@ from rich.table import Table
 from edgepipe.cli_cache import cache_app
 from edgepipe.cli_common import (
     CacheOpt,
+    Executor,
     ForceOpt,
     OnlyOpt,
     OutOpt,
@@ -26,8 +27,10 @@ from edgepipe.cli_common import (
     err,
     load_graph,
     open_cache,
+    open_cluster,
     open_remote,
     out,
+    plan_groups,
 )
 from edgepipe.cli_lock import check_lock_or_fail
 from edgepipe.cli_lock import register as register_lock_commands
@@ -64,6 +67,21 @@ def run(
         bool,
         typer.Option("--in-process", help="Run stages in this process, one at a time (debugging)."),
     ] = False,
+    executor: Annotated[
+        Executor,
+        typer.Option(
+            help="Where stages run: this machine, or a Ray cluster (needs --remote: artifacts "
+            "travel through it)."
+        ),
+    ] = Executor.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--executor ray: the cluster's head (HOST:6379, ray://HOST:10001); default "
+            "$RAY_ADDRESS, else a Ray instance private to this run.",
+            envvar="RAY_ADDRESS",
+        ),
+    ] = None,
 ) -> None:
     """Build (or reuse) every artifact of the recipe.
 
@@ -97,6 +115,7 @@ def run(
     )
     if check:
         check_lock_or_fail(recipe, graph, store)
+    remote_cache = open_remote(remote, store)
     with RunDisplay(err, id_width=max(map(len, selected), default=0) + 1) as display:
         runner = Runner(
             graph,
@@ -105,10 +124,11 @@ def run(
             set(force or []),
             display,
             isolate=not in_process,
-            remote=open_remote(remote, store),
+            remote=remote_cache,
             jobs=jobs,
             recorded=recorded_settings(recipe),
             lock_file=lock_path(recipe) if lock else None,
+            cluster=open_cluster(executor, address, remote_cache, graph, store, in_process),
         )
         result = runner.run(selected)
     built = sum(r.outcome == "built" for r in result.stages)
@@ -125,6 +145,14 @@ def plan(
     cache: CacheOpt = None,
     remote: RemoteOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    groups: Annotated[
+        bool,
+        typer.Option(
+            "--groups",
+            help="JSON: the independent groups of stages (sharing none), each with its "
+            "--until stages and how many will run: one CI job per group.",
+        ),
+    ] = False,
 ) -> None:
     """Say which stages are cached and which will run, and why."""
     from edgepipe.planner import Planner
@@ -133,6 +161,9 @@ def plan(
     selected = graph.select(only, until)
     store = open_cache(cache)
     plans = Planner(graph, store, set(force or []), open_remote(remote, store)).plan(selected)
+    if groups:
+        out.print_json(json.dumps(plan_groups(graph, selected, plans)))
+        return
     if as_json:
         out.print_json(
             json.dumps(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "CacheOpt",
+    "Executor",
     "ForceOpt",
     "OnlyOpt",
     "OutOpt",
@@ -13,11 +14,14 @@ __all__ = [
     "err",
     "load_graph",
     "open_cache",
+    "open_cluster",
     "open_remote",
     "out",
+    "plan_groups",
 ]
 
 import atexit
+import enum
 import os
 from pathlib import Path
 from typing import Annotated
@@ -80,3 +84,45 @@ def open_remote(url: str | None, cache):
     from edgepipe.cache.remote import RemoteCache
 
     return RemoteCache(url, cache)
+
+
+class Executor(enum.StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+def open_cluster(executor: Executor, address: str | None, remote, graph, cache, in_process: bool):
+    """The Ray cluster stages run on (``--executor ray``), or None for a local run; a usage
+    error says what is missing before anything is planned."""
+    if executor is Executor.local:
+        return None
+    from edgepipe.errors import PreflightError, UsageError
+    from edgepipe.ray_cluster import RayCluster, ray_missing
+
+    if in_process:
+        raise UsageError("--in-process runs stages in this process: it cannot use --executor ray")
+    if remote is None:
+        raise UsageError(
+            "--executor ray needs a remote cache that every node reaches (--remote "
+            "s3://bucket/prefix or file:///shared/cache, or $EDGEPIPE_REMOTE): stages' inputs "
+            "and outputs travel through it"
+        )
+    if problem := ray_missing():
+        raise PreflightError(problem)
+    return RayCluster(address, remote, graph)
+
+
+def plan_groups(graph, selected: list[str], plans) -> dict:
+    """``edgepipe plan --groups``: per independent group, the stages a CI job runs with
+    ``--until`` (the group's last stages) and how many are not cached yet; then the stages
+    that join groups, which the final job (the whole recipe, everything else cached) builds."""
+    status = {plan.stage_id: plan.status for plan in plans}
+    groups, joins = graph.independent_groups(selected)
+    found = []
+    for index, group in enumerate(groups, start=1):
+        members = set(group)
+        leaves = [sid for sid in group if not (graph.descendants(sid) & members)]
+        to_run = sum(status[sid] != "cached" for sid in group)
+        found.append({"group": index, "until": leaves, "stages": group, "to_run": to_run})
+    final = {"stages": joins, "to_run": sum(status[sid] != "cached" for sid in joins)}
+    return {"recipe": graph.recipe.name, "groups": found, "final": final}

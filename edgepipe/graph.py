@@ -58,6 +58,28 @@ class PipelineGraph:
         keep = set(selected)
         return [sid for sid in ordered if sid in keep]
 
+    def independent_groups(self, selected: Iterable[str]) -> tuple[list[list[str]], list[str]]:
+        """The selected stages split for fan-out: (groups, joins).
+
+        A stage descends from one or more source stages (those without inputs). Stages that
+        descend from a single source form that source's group; groups share no stage, so jobs
+        that build one group each never build the same stage. A stage that joins several
+        sources (a benchmark over every model) is left to a final job, with what follows it.
+        """
+        chosen = list(selected)
+        sources: dict[str, set[str]] = {}
+        for stage_id in self.order(chosen):
+            ups = [up for up in self.dag.predecessors(stage_id) if up in sources]
+            sources[stage_id] = set().union(*(sources[u] for u in ups)) if ups else {stage_id}
+        groups: dict[str, list[str]] = {}
+        joins = []
+        for stage_id in self.order(chosen):
+            if len(sources[stage_id]) == 1:
+                groups.setdefault(next(iter(sources[stage_id])), []).append(stage_id)
+            else:
+                joins.append(stage_id)
+        return list(groups.values()), joins
+
     def ancestors(self, stage_id: str) -> set[str]:
         return nx.ancestors(self.dag, stage_id)
 

@@ -7,6 +7,7 @@ __all__ = ["Planner", "StagePlan", "index_name"]
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -65,6 +66,9 @@ class Planner:
         # one key per stage and input digests for the whole run: planning, running and the
         # lockfile all ask, and a key hashes files and reads tool versions
         self._keys: dict[tuple[str, tuple[str, ...]], tuple[str, dict[str, Any]]] = {}
+        self.node_facts: Callable[[str], tuple[dict, dict | None] | None] | None = None
+        """Where a stage runs on another machine (a Ray node pinned for it): that machine's
+        (tool versions, extra facts) for its key, so the key describes the artifact built."""
 
     def find(self, key: str) -> ActionRecord | None:
         """The action record for ``key``: local cache first, then the remote (pulled locally)."""
@@ -90,7 +94,8 @@ class Planner:
             name: self._content_digest(path)
             for name, path in stage.key_files(spec, self.graph.recipe.base_dir).items()
         }
-        tools = tool_versions(stage.tools_for(spec))
+        facts = self.node_facts(stage_id) if self.node_facts else None
+        tools, extra = facts or (tool_versions(stage.tools_for(spec)), stage.key_extra(spec))
         toolchain = stage.toolchain_for(spec)
         document = key_document(
             stage,
@@ -98,7 +103,7 @@ class Planner:
             input_digests,
             files,
             tools,
-            stage.key_extra(spec),
+            extra,
             toolchain.key_facts() if toolchain else None,
         )
         return action_key(document), document

@@ -25,6 +25,8 @@ class StageResult:
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     peak_rss_bytes: int = 0
+    node: str = ""
+    """--executor ray: the node that built it."""
 
 
 @dataclass

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgepipe.cache import ActionRecord, Cache, CacheCorruptError
 from edgepipe.cache.remote import RemoteCache, RemoteCacheError
@@ -33,6 +33,9 @@ from edgepipe.toolchains.environments import (
     toolchain_root,
 )
 
+if TYPE_CHECKING:
+    from edgepipe.ray_cluster import RayCluster
+
 log = logging.getLogger(__name__)
 
 
@@ -51,11 +54,16 @@ class Runner:
         jobs: int = 1,
         recorded: dict[str, dict[str, Any]] | None = None,
         lock_file: Path | None = None,
+        cluster: RayCluster | None = None,
     ):
         self.graph = graph
         self.cache = cache
         self.out_dir = out_dir
         self.planner = Planner(graph, cache, force, remote)
+        # --executor ray: stages are built on the cluster's nodes, which schedule them
+        self.cluster = cluster
+        if cluster is not None:
+            self.planner.node_facts = cluster.facts
         self.observer = observer or SilentObserver()
         self.isolate = isolate
         # in-process stages share the process's fds and root logger, which output capture
@@ -74,6 +82,11 @@ class Runner:
             for reason in plan.reasons
         ]
         to_check = [p for p in plans if p.status == "run"]
+        if self.cluster is not None:  # placement first: a label no node has stops everything
+            problems += self.cluster.placement_problems([p.stage_id for p in to_check])
+            problems += self.cluster.pinned_problems([p.stage_id for p in to_check])
+            # the rest are checked here: the nodes must have the driver's versions anyway
+            to_check = [p for p in to_check if not self.cluster.pinned(p.stage_id)]
         for plan, found in zip(to_check, self._preflight_problems(to_check), strict=True):
             problems += [f"stage '{plan.stage_id}' ({plan.stage_type}): {p}" for p in found]
         for toolchain, stage_ids in self._toolchains(to_check).items():
@@ -141,10 +154,12 @@ class Runner:
             for t in self.graph.stage(p.stage_id).tools_for(self.graph.spec(p.stage_id))
         }
         self.builder.preload = preload_for(tools)
-        if self.isolate and any(p.status == "run" for p in plans):
+        local_builds = self.isolate and self.cluster is None
+        if local_builds and any(p.status == "run" for p in plans):
             start_server(self.builder.preload)  # its imports overlap with the preflight below
         self.preflight(plans)
-        self._build_toolchains(plans)
+        if self.cluster is None:  # on a cluster, each node builds the toolchains it runs
+            self._build_toolchains(plans)
         known: dict[str, str] = {}
         for stage_id in self.graph.order(self._ancestors_of(selected)):
             plan = self.planner.lookup(stage_id, known)
@@ -156,9 +171,9 @@ class Runner:
             inputs=lambda sid: [u for u in self.graph.spec(sid).input_ids() if u in chosen],
             prepare=lambda sid: self._prepare(sid, known),
             execute=lambda plan: self._execute(plan, known),
-            demand=self._demand,
-            jobs=self.jobs,
-            memory_budget_gb=_memory_budget_gb(),
+            demand=self._demand if self.cluster is None else lambda _: Demand(),
+            jobs=self.jobs if self.cluster is None else max(1, len(plans)),
+            memory_budget_gb=_memory_budget_gb() if self.cluster is None else float("inf"),
         )
         failures = {r.stage_id: r.message for r in results if r.outcome == "failed"}
         if failures:
@@ -232,6 +247,7 @@ class Runner:
             reasons=plan.reasons,
             warnings=plan.warnings + (stage_warnings(record.log) if built else []),
             peak_rss_bytes=record.peak_rss_bytes if built else 0,
+            node=self.cluster.ran_on.get(plan.stage_id, "") if self.cluster and built else "",
         )
         self.observer.stage_finished(result)
         return result
@@ -260,7 +276,11 @@ class Runner:
                 record = self.planner.find(plan.key)
                 if record is not None:
                     return record, False
-            record = self.builder.build(plan)
+            if self.cluster is not None:
+                recorded = self.builder.recorded.get(plan.stage_id)
+                record = self.cluster.build(plan, recorded, self.out_dir)
+            else:
+                record = self.builder.build(plan)
         self._push(record)
         return record, True
 

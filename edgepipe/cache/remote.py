@@ -116,6 +116,28 @@ class RemoteCache:
         )
         return record
 
+    def pull_tree(self, tree_digest: str) -> None:
+        """Fetch an output tree by its digest (what a key document's ``inputs`` name): how a
+        cluster worker gets a stage's inputs. Objects are verified as in :meth:`pull`.
+
+        Raises:
+            FileNotFoundError: The remote lacks the tree or one of its objects.
+            CacheCorruptError, RemoteCacheError: As for :meth:`pull`.
+        """
+        check_digest(tree_digest)
+        self._fetch_tree(tree_digest)
+
+    def push_tree(self, tree_digest: str) -> tuple[int, int]:
+        """Upload the objects of an output tree the remote lacks; (objects, bytes) uploaded."""
+        entries = self.local.read_manifest(tree_digest)
+        digests = list(dict.fromkeys([tree_digest, *(e.digest for e in entries)]))
+        uploaded = size = 0
+        for digest in digests:
+            sent = self._push_object(digest)
+            uploaded += sent is not None
+            size += sent or 0
+        return uploaded, size
+
     def push(self, record: ActionRecord) -> None:
         """Upload the objects of ``record`` the remote lacks, then the record itself.
 
@@ -124,12 +146,8 @@ class RemoteCache:
             RemoteCacheError: The remote could not be reached or written.
         """
         entries = self.local.read_manifest(record.output_digest)
-        digests = list(dict.fromkeys([record.output_digest, *(e.digest for e in entries)]))
-        uploaded = size = 0
-        for digest in digests:
-            sent = self._push_object(digest)
-            uploaded += sent is not None
-            size += sent or 0
+        objects = len({record.output_digest, *(e.digest for e in entries)})
+        uploaded, size = self.push_tree(record.output_digest)
         record_path = self._store.action_path(record.key)
         wrote_record = self._store.size(record_path) is None
         if wrote_record:  # same key, same outputs: a concurrent pusher's record is as good
@@ -141,7 +159,7 @@ class RemoteCache:
             record.key[:12],
             self.url,
             uploaded,
-            len(digests),
+            objects,
             _fmt_bytes(size),
             "" if wrote_record else ", record already there",
         )

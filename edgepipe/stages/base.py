@@ -30,7 +30,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,7 +41,8 @@ from edgepipe.toolchains.declared import Toolchain, declared_toolchain
 
 
 class Resources(BaseModel):
-    """Scheduling hints for ``edgepipe run --jobs N``; they never change a stage's output."""
+    """Scheduling hints for ``edgepipe run --jobs N`` and ``--executor ray``; they never change
+    a stage's output, so they are not in its key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +54,26 @@ class Resources(BaseModel):
         ge=0,
         description=(
             "Expected peak memory; running stages together must fit in the machine's memory."
+        ),
+    )
+    node: dict[Annotated[str, Field(min_length=1, max_length=63)], str] = Field(
+        default_factory=dict,
+        max_length=16,
+        description=(
+            "--executor ray: run only on a node with these labels (`ray start --labels "
+            "gpu_model=A10G`), e.g. {gpu_model: A10G} for a TensorRT build; a label no node "
+            "has fails the run before any stage. Ignored by local runs."
+        ),
+    )
+    custom: dict[
+        Annotated[str, Field(min_length=1, max_length=63)],
+        Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)],
+    ] = Field(
+        default_factory=dict,
+        max_length=16,
+        description=(
+            "--executor ray: custom resources the stage holds while it runs (`ray start "
+            "--resources '{\"bench_box\": 1}'`), e.g. {bench_box: 1}. Ignored by local runs."
         ),
     )
 
@@ -152,6 +173,8 @@ class Stage(ABC):
     output: ClassVar[ArtifactKind]
     uses_gpu: ClassVar[bool] = False
     """Always needs the GPU (e.g. a TensorRT build), whatever the spec's resources say."""
+    measures_time: ClassVar[bool] = False
+    """Times things (a benchmark): on a cluster it holds a whole node while it runs."""
     summary: ClassVar[str] = ""
     toolchain: ClassVar[str | None] = None
     """Name of the isolated toolchain its work runs in (edgepipe.toolchains), if any; the spec's

@@ -138,6 +138,7 @@ class BenchmarkStage(Stage):
     output = ArtifactKind.REPORT
     summary = "Time artifacts on real images vs torch eager; JSON, Markdown table and plot."
     reports = True
+    measures_time = True
 
     def headline(self, files: dict[str, Path]) -> dict[str, Any]:
         if "benchmark.json" not in files:
