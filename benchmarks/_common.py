@@ -19,13 +19,21 @@ def edgepipe(
 ) -> tuple[float, str]:
     """Run ``edgepipe ARGS`` (``env``: extra environment variables); returns (wall seconds,
     stdout)."""
+    elapsed, result = edgepipe_run(*args, cache=cache, cwd=cwd, check=check, env=env)
+    return elapsed, result.stdout
+
+
+def edgepipe_run(
+    *args: str, cache: Path, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess]:
+    """As :func:`edgepipe`, with the whole completed process (its stderr: the run's lines)."""
     env = {**os.environ, "EDGEPIPE_CACHE": str(cache), **(env or {})}
     started = time.perf_counter()
     result = subprocess.run([*_COMMAND, *args], env=env, cwd=cwd, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if check and result.returncode != 0:
         sys.exit(f"edgepipe {' '.join(args)} failed:\n{result.stderr}")
-    return elapsed, result.stdout
+    return elapsed, result
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

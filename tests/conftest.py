@@ -179,6 +179,7 @@ def _group(item, name: str) -> None:
 _SHARED_FIXTURE_FILES = {
     "test_bad_recipes.py",
     "test_compose.py",
+    "test_ray.py",
     "test_real_weights.py",
     "test_remote_cache.py",
     "test_tasks.py",
@@ -191,6 +192,7 @@ _LONGEST_FIRST = (
     "test_tasks.py",
     "test_families.py",
     "test_tflite.py",
+    "test_ray.py",
     "test_trained_quantization.py",
     "test_real_weights.py",
     "test_torch_native.py",

@@ -87,3 +87,21 @@ def test_matrix_runs_and_caches_per_cell(workspace):
     }
     assert plan["onnx[test_resnet,17]"] == "cached" and plan["onnx[test_vit,17]"] == "cached"
     assert plan["onnx[test_convnext,17]"] == "run"
+
+
+def test_plan_groups_fan_out_one_job_per_model_and_leave_joins_to_the_final_job(workspace):
+    recipe = workspace.recipe(MATRIX)
+    result = workspace.cli("plan", str(recipe), "--groups")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    groups = {tuple(g["until"]): g for g in plan["groups"]}
+    assert set(groups) == {
+        ("check[test_resnet,17]", "check[test_resnet,18]"),
+        ("check[test_vit,17]", "check[test_vit,18]"),
+    }
+    resnet = groups[("check[test_resnet,17]", "check[test_resnet,18]")]
+    assert resnet["stages"][0] == "load[test_resnet]" and resnet["to_run"] == 5
+    assert plan["final"] == {"stages": ["bench"], "to_run": 1}  # it joins both models
+    every = [s for g in plan["groups"] for s in g["stages"]] + plan["final"]["stages"]
+    stages = json.loads(workspace.cli("plan", str(recipe), "--json").stdout)
+    assert sorted(every) == sorted(p["stage"] for p in stages)  # each stage in one place

@@ -35,3 +35,22 @@ def test_workflow_gates_and_reports():
     assert job["env"]["EDGEPIPE_REMOTE"]
     for recipe in job["strategy"]["matrix"]["recipe"]:
         assert (REPO / recipe).is_file(), f"the workflow builds {recipe}, which does not exist"
+
+
+FANOUT = REPO / ".github" / "workflows" / "edgepipe-fanout.yml"
+
+
+def test_fanout_workflow_builds_groups_then_the_whole_recipe():
+    data = yaml.safe_load(FANOUT.read_text())
+    data["on"] = data.pop(True, data.get("on"))
+    schema = json.loads((REPO / "tests" / "workflow.schema.json").read_text())
+    jsonschema.validate(data, schema)
+    jobs = data["jobs"]
+    plan = " ".join(step.get("run", "") for step in jobs["plan"]["steps"])
+    assert "edgepipe plan" in plan and "--groups" in plan
+    assert jobs["group"]["strategy"]["matrix"]["include"].startswith("${{ fromJSON(")
+    group = " ".join(step.get("run", "") for step in jobs["group"]["steps"])
+    assert "matrix.until" in group and "--no-lock" in group
+    final = " ".join(step.get("run", "") for step in jobs["final"]["steps"])
+    assert "edgepipe run" in final and "edgepipe report" in final
+    assert data["env"]["EDGEPIPE_REMOTE"]
