@@ -129,7 +129,7 @@ def _check_agreement(graph, cache, plan) -> None:
         return
     differences = explain(plan.key_document, document, spec.input_ids())
     raise StageError(
-        f"node {node_name()} does not match the key the driver planned "
+        f"this node does not match the key the driver planned "
         f"({'; '.join(differences)}), so what it built would be stored under a key that does "
         "not describe it: install the same versions on every node (pip install -c "
         "constraints.txt), check out the same recipe files, or pin the stage to matching "

@@ -55,6 +55,8 @@ class LocalRayNodes:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.caches = {"head": root / "cache-head", "worker": root / "cache-worker"}
+        self.python_paths: dict[str, str] = {}
+        """Node → folders put before the project on its PYTHONPATH (other package versions)."""
         # a short folder: Ray's unix sockets live under it (a path limit of 107 bytes)
         self.temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
         self.ray = str(Path(sys.executable).parent / "ray")
@@ -63,9 +65,11 @@ class LocalRayNodes:
         env = dict(os.environ)
         env.update(
             {
-                "EDGEPIPE_CACHE": str(self.caches[node]),
+                "EDGEPIPE_CACHE": str(self.caches.setdefault(node, self.root / f"cache-{node}")),
                 "HF_HUB_OFFLINE": "1",
-                "PYTHONPATH": str(REPO),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [self.python_paths.get(node), str(REPO)])
+                ),
                 "RAY_USAGE_STATS_ENABLED": "0",
                 "OMP_NUM_THREADS": "1",
             }

@@ -209,6 +209,34 @@ def test_a_node_killed_mid_stage_fails_the_stage_and_a_rerun_completes(workspace
     assert json.loads((workspace.out / "bench" / "benchmark.json").read_text())
 
 
+def test_a_node_with_other_tool_versions_refuses_to_build_under_the_drivers_key(workspace, cluster):
+    """A node whose onnxsim is another version (its metadata says 0.0.1) must not store a
+    simplified model under a key that names the driver's onnxsim."""
+    shadow = workspace.root / "shadow"
+    info = shadow / "onnxsim-0.0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxsim\nVersion: 0.0.1\n")
+    cluster.python_paths["stale"] = str(shadow)
+    cluster.start("stale")
+    recipe = workspace.recipe(
+        """
+        version: 1
+        name: stale-node
+        stages:
+          model: {type: load, name: test_resnet}
+          onnx: {type: export, input: model, exporter: torchscript}
+          simple: {type: simplify, input: onnx, resources: {node: {role: stale}}}
+        """
+    )
+    result = _run(workspace, cluster, recipe)
+    print("\n" + result.stderr)
+    assert result.returncode == 1
+    line = next(ln for ln in result.stderr.splitlines() if "stage 'simple' failed" in ln)
+    assert "this node does not match the key the driver planned" in line and "onnxsim" in line
+    assert "0.0.1" in line, line
+    assert not (workspace.out / "simple").exists()
+
+
 def test_without_ray_the_executor_is_a_preflight_error_with_the_fix(monkeypatch, tmp_path):
     import importlib.util
 
