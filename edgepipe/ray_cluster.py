@@ -6,8 +6,9 @@ through the remote cache, never through Ray's object store. Ray does the schedul
 
 - ``resources: {gpu, memory_gb, custom, node}`` become ``num_gpus``, ``memory``, custom
   ``resources`` and a ``label_selector``; every task takes one CPU;
-- ``max_calls=1``: each stage runs in a fresh worker process, whose memory is returned when it
-  ends, as locally;
+- a stage runs as locally, in a child forked from the worker's warm server (its memory is
+  returned when it ends); one that uses a GPU or measures time gets a fresh worker process of
+  its own (``max_calls=1``), with Ray's ``CUDA_VISIBLE_DEVICES`` and thread count for it;
 - ``max_retries=1``: a stage whose node or worker dies is run once more, elsewhere if need be;
   a stage that fails on its own is not retried (it would fail again);
 - a stage keyed by its machine (a benchmark, a TensorRT engine, AOTInductor's compiled code) is
@@ -216,8 +217,12 @@ class RayCluster:
             "recorded": {plan.stage_id: recorded} if recorded else {},
         }
         options = self.options(plan.stage_id)
-        # max_calls=1 (a fresh worker process per stage) is a property of the remote function
-        stage_task = ray.remote(max_calls=1)(run_stage).options(**options)
+        stage, spec = self.graph.stage(plan.stage_id), self.graph.spec(plan.stage_id)
+        # A fresh worker process (max_calls=1) for what needs Ray's per-task environment (GPU
+        # isolation, the thread count of a benchmark's CPUs); the rest fork from a warm worker
+        fresh = stage.measures_time or stage.uses_gpu or spec.resources.gpu
+        task["fork"] = not fresh
+        stage_task = ray.remote(max_calls=1 if fresh else 0)(run_stage).options(**options)
         result = self._wait(stage_task.remote(task), plan.stage_id)
         node = result["node"]
         if result["status"] != "ok":

@@ -1,14 +1,16 @@
-"""What a Ray worker does for one stage of ``edgepipe run --executor ray``: the same stage code as
-a local run, in a fresh worker process (the task is declared with ``max_calls=1``), against the
-node's own cache (``EDGEPIPE_CACHE`` of the node, else the per-user default).
+"""What a Ray worker does for one stage of ``edgepipe run --executor ray``: the same stage code
+as a local run, against the node's own cache (``EDGEPIPE_CACHE`` of the node, else the
+per-user default).
 
 1. Agreement: the node computes the stage's key itself (its tool versions, its hardware facts,
    the recipe's files as it sees them, its toolchain) and refuses to build when the key differs
    from the one the driver planned, naming what differs: an artifact must never be stored
    under a key that does not describe it.
 2. Inputs come from the remote cache by their digests, each object verified on arrival.
-3. The stage runs in this process: the worker is already a process of its own, returned to the
-   system when the task ends.
+3. The stage runs as locally: in a child forked from a server that has torch & co imported,
+   so its memory is returned when it ends and the worker, reused by later tasks, imports them
+   once. A stage that measures time or uses a GPU runs in the worker itself, a fresh process
+   (``max_calls=1``) that gets Ray's thread count and ``CUDA_VISIBLE_DEVICES`` for that task.
 4. The output is stored in the node's cache and pushed to the remote *before* the task
    reports success, so that the driver (and any later stage, on any node) can pull it.
 
@@ -74,6 +76,7 @@ def run_stage(task: dict[str, Any]) -> dict[str, Any]:
 def _build(task: dict[str, Any], plan):
     from edgepipe.cache import Cache
     from edgepipe.cache.remote import RemoteCache
+    from edgepipe.executor import preload_for
     from edgepipe.graph import PipelineGraph
     from edgepipe.planner import index_name
     from edgepipe.stage_build import StageBuilder, private_copy
@@ -96,7 +99,11 @@ def _build(task: dict[str, Any], plan):
                     "was the remote cleared meanwhile?"
                 ) from None
             cache.materialize_tree(digest, inputs / upstream, copy_if=private_copy)
-        builder = StageBuilder(graph, cache, inputs, isolate=False, recorded=task["recorded"])
+        builder = StageBuilder(
+            graph, cache, inputs, isolate=task["fork"], recorded=task["recorded"]
+        )
+        if task["fork"]:  # a child forked from this worker's warm server, as in a local run
+            builder.preload = preload_for(set(graph.stage(plan.stage_id).tools_for(spec)))
         _prepare_toolchain(builder, graph, cache, plan.stage_id)
         try:
             record = builder.build(plan)

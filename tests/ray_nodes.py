@@ -71,6 +71,9 @@ class LocalRayNodes:
                     filter(None, [self.python_paths.get(node), str(REPO)])
                 ),
                 "RAY_USAGE_STATS_ENABLED": "0",
+                # a lost node is declared dead after ~2 s, not Ray's default ~15 s
+                "RAY_health_check_period_ms": "500",
+                "RAY_health_check_failure_threshold": "4",
                 "OMP_NUM_THREADS": "1",
             }
         )
