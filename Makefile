@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test lint schema clean task-assets
+.PHONY: run test lint schema clean task-assets gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,18 @@ schema: $(VENV)/.installed-dev
 # recipes run offline on a fresh clone; this is how they were made, ~2 min on 2 cores)
 task-assets: $(VENV)/.installed-dev
 	$(BIN)/python -m pipelines.models.assets
+
+# The GPU paths, verified on a machine with an NVIDIA GPU in one call (README, "Verifying the GPU
+# paths"): the system Python with the project on PYTHONPATH, plus wheels carried in .whl/ for
+# what that machine lacks. Without a GPU it prints what it would run and exits 0.
+GPU_PYTHON ?= python3
+gpu-check:
+	@if ls .whl/*.whl >/dev/null 2>&1; then \
+		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+			--upgrade --target /tmp/edgepipe-site .whl/*.whl \
+			|| echo "gpu-check: the wheels in .whl/ do not install here (built for Python 3.12)"; fi
+	PYTHONPATH=$(CURDIR):/tmp/edgepipe-site$${PYTHONPATH:+:$$PYTHONPATH} \
+		$(GPU_PYTHON) benchmarks/gpu_check.py
 
 clean:
 	rm -rf build

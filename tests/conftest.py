@@ -46,7 +46,10 @@ class Workspace:
                 "HF_HUB_OFFLINE": "1",
                 "HF_HOME": str(self.root / "hf-home"),
                 "TORCH_HOME": str(self.root / "torch-home"),
-                "PYTHONPATH": str(REPO),
+                # the project first; what the caller had (e.g. gpu-check's carried wheels) after
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
+                ),
                 "COLUMNS": "200",
             }
         )

@@ -27,6 +27,10 @@ from edgepipe.stages.build_trt_cache import BuildTrtCacheSpec, derive_profile, t
 _PROBLEMS = gpu.gpu_problems(need_tensorrt=True)
 needs_gpu = pytest.mark.skipif(bool(_PROBLEMS), reason="no TensorRT GPU: " + "; ".join(_PROBLEMS))
 cpu_only = pytest.mark.skipif(not _PROBLEMS, reason="this machine can run TensorRT")
+# CuPy preprocessing needs a GPU and CuPy, not ONNX Runtime's GPU build or TensorRT
+needs_cuda_device = pytest.mark.skipif(
+    not gpu.list_gpus(), reason="no NVIDIA GPU/driver (nvidia-smi lists none)"
+)
 PROFILE = {"input": {"min": [1, 3, 224, 224], "opt": [1, 3, 224, 224], "max": [8, 3, 224, 224]}}
 FAKE_GPU = {
     "name": "NVIDIA H100 80GB HBM3",
@@ -416,9 +420,9 @@ def test_native_plan_runs_through_its_ep_context_wrapper(tmp_path):
 
 
 @pytest.mark.gpu
-@needs_gpu
+@needs_cuda_device
 def test_cupy_preprocessing_matches_numpy():
-    pytest.importorskip("cupy", reason="GPU preprocessing needs cupy-cuda12x")
+    pytest.importorskip("cupy", reason="GPU preprocessing needs CuPy (cupy-cuda12x/13x)")
     import cupy
 
     from edgepipe.imaging.gpu_preprocessing import TimmPreprocessor
