@@ -34,6 +34,7 @@ from edgepipe.cli_common import (
 )
 from edgepipe.cli_lock import check_lock_or_fail
 from edgepipe.cli_lock import register as register_lock_commands
+from edgepipe.cli_metrics import register as register_metrics_commands
 from edgepipe.cli_toolchains import register as register_toolchain_commands
 from edgepipe.errors import EdgepipeError, ExitCode
 
@@ -266,6 +267,7 @@ def runtimes() -> None:
 
 
 register_lock_commands(app)
+register_metrics_commands(app)
 register_toolchain_commands(app)
 app.add_typer(cache_app, name="cache")
 

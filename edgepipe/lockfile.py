@@ -1,9 +1,11 @@
 """The lockfile: what a full run produced, committed beside the recipe and reviewed in PRs.
 
 ``<recipe>.lock`` (YAML, stable order) records per stage its action key, key document, output
-digest and size, plus the stage's headline numbers (``Stage.headline``). ``edgepipe check``
-recomputes every key *without running or needing a cache* (upstream outputs are taken from the
-lock while keys match) and explains each difference: the CI drift gate.
+digest and size (none for an output no rebuild reproduces, ``Stage.not_reproducible``), and its
+verdict or choices (``Stage.headline``): only what a rebuild reproduces. Measured numbers go to
+the metrics file (:mod:`edgepipe.metrics`). ``edgepipe check`` recomputes every key *without
+running or needing a cache* (upstream outputs are taken from the lock while keys match) and
+explains each difference: the CI drift gate.
 """
 
 from __future__ import annotations
@@ -44,10 +46,16 @@ def recipe_lock(graph, planner, out_dir: Path) -> dict[str, Any]:
         plan = planner.lookup(stage_id, known)
         record = plan.record
         known[stage_id] = record.output_digest
+        why = get_stage(plan.stage_type).not_reproducible
+        output = (
+            {"digest": record.output_digest, "size": record.output_size}
+            if why is None
+            else {"reproducible": False, "why": why}
+        )
         entry = {
             "type": plan.stage_type,
             "key": record.key,
-            "output": {"digest": record.output_digest, "size": record.output_size},
+            "output": output,
             "key_document": plan.key_document,
         }
         entry.update(_headline(plan.stage_type, out_dir / stage_id))
@@ -116,6 +124,10 @@ def _same_but_machine(document: dict[str, Any], locked: dict[str, Any] | None) -
     }
 
 
+def _unreproduced(entry: Any) -> bool:
+    return isinstance(entry, dict) and entry.get("output", {}).get("reproducible") is False
+
+
 def check_lock(graph, planner, lock: dict[str, Any]) -> list[str]:
     """Every difference between the recipe + inputs + toolchain now and the lock, readably."""
     locked = lock.get("stages", {})
@@ -128,12 +140,15 @@ def check_lock(graph, planner, lock: dict[str, Any]) -> list[str]:
             differences.append(f"stage '{stage_id}': new (not in the lock)")
             continue
         changed = [up for up in spec.input_ids() if up not in known]
+        if any(_unreproduced(locked.get(up)) for up in changed):
+            continue  # fed by an output no rebuild reproduces (a benchmark's): nothing to check
         if changed:
             differences.append(f"stage '{stage_id}': input '{changed[0]}' changed")
             continue
         key, document = planner.key_for(stage_id, [known[up] for up in spec.input_ids()])
         if key == entry["key"] or _same_but_machine(document, entry.get("key_document")):
-            known[stage_id] = entry["output"]["digest"]
+            if "digest" in entry["output"]:  # else below it nothing can be checked: skipped
+                known[stage_id] = entry["output"]["digest"]
             continue
         reasons = explain(entry.get("key_document"), document, spec.input_ids())
         differences += [f"stage '{stage_id}': {reason}" for reason in reasons]

@@ -179,10 +179,13 @@ class Runner:
         if failures:
             skipped = [r.stage_id for r in results if r.outcome == "skipped"]
             raise StageFailure(failures, skipped)
-        if self.lock_file is not None and set(selected) == set(self.graph.order()):
+        if set(selected) == set(self.graph.order()):  # both describe whole recipes
             from edgepipe.lockfile import recipe_lock, write_lock
+            from edgepipe.metrics import recipe_metrics, write_metrics
 
-            write_lock(self.lock_file, recipe_lock(self.graph, self.planner, self.out_dir))
+            write_metrics(self.out_dir, recipe_metrics(self.graph, self.out_dir))
+            if self.lock_file is not None:
+                write_lock(self.lock_file, recipe_lock(self.graph, self.planner, self.out_dir))
         return RunResult(self.out_dir, results)
 
     def _refuse_builds_in_read_only_cache(self, plans: list[StagePlan]) -> None:

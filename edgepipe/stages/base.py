@@ -225,8 +225,18 @@ class Stage(ABC):
     reports: ClassVar[bool] = False
     """Whether ``edgepipe report`` lists this stage (a verdict or a measurement)."""
 
+    not_reproducible: ClassVar[str | None] = None
+    """Why a rebuild does not give the same output bytes (a benchmark's timings), if it does
+    not: the lockfile then records no digest for it."""
+
     def headline(self, files: dict[str, Path]) -> dict[str, Any]:
-        """Numbers a reviewer wants to see change in a PR diff: the stage's lockfile entry."""
+        """What a reviewer wants to see change in a PR diff, and a rebuild reproduces: verdicts
+        and choices, never measured numbers (those are :meth:`measurements`). In the lock."""
+        return {}
+
+    def measurements(self, files: dict[str, Path]) -> dict[str, Any]:
+        """Measured numbers (timings, metrics that vary in their last digits with the CPU):
+        the recipe's metrics file, which ``edgepipe metrics diff`` compares."""
         return {}
 
     def report_row(self, stage_id: str, files: dict[str, Path]) -> str | None:

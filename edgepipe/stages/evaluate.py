@@ -87,6 +87,18 @@ class EvaluateStage(VerificationStage):
     summary = "Top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder."
     reports = True
 
+    def measurements(self, files: dict[str, Path]) -> dict[str, Any]:
+        if "evaluate.json" not in files:
+            return {}
+        report = json.loads(files["evaluate.json"].read_text())
+        numbers = {
+            f"{side}_{name}": round(value, 6)
+            for side in ("torch", "artifact")
+            for name, value in report[side].items()
+            if isinstance(value, float)
+        }
+        return numbers | {"drop": round(report["drop"], 6)}
+
     def report_row(self, stage_id: str, files: dict[str, Path]) -> str | None:
         result = json.loads(files["evaluate.json"].read_text())
         if "metric" in result:

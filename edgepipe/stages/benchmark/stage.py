@@ -139,19 +139,20 @@ class BenchmarkStage(Stage):
     summary = "Time artifacts on real images vs torch eager; JSON, Markdown table and plot."
     reports = True
     measures_time = True
+    not_reproducible = "timings: every run measures anew"
 
-    def headline(self, files: dict[str, Path]) -> dict[str, Any]:
+    def measurements(self, files: dict[str, Path]) -> dict[str, Any]:
         if "benchmark.json" not in files:
             return {}
         report = json.loads(files["benchmark.json"].read_text())
         return {
-            "benchmark": {
-                f"{r['label']}@{r['batch_size']}": {
-                    "p50_ms": round(r["p50_ms"], 3),
-                    "speedup": round(r["speedup"] or 0, 2),
-                }
-                for r in report["rows"]
+            f"{r['label']}@{r['batch_size']}": {
+                "p50_ms": round(r["p50_ms"], 3),
+                "p90_ms": round(r["p90_ms"], 3),
+                "throughput_per_s": round(r["throughput_per_s"], 1),
+                "speedup": round(r["speedup"] or 0, 2),
             }
+            for r in report["rows"]
         }
 
     def report_section(self, stage_id: str, files: dict[str, Path]) -> str | None:

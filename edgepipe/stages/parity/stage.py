@@ -89,21 +89,16 @@ class ParityStage(VerificationStage):
         if "parity.json" not in files:
             return {}
         report = json.loads(files["parity.json"].read_text())
+        verdict = {"passed": report["passed"], "kind": report["kind"]}
+        return {"parity": verdict | ({"task": report["task"]} if "task" in report else {})}
+
+    def measurements(self, files: dict[str, Path]) -> dict[str, Any]:
+        if "parity.json" not in files:
+            return {}
+        report = json.loads(files["parity.json"].read_text())
         if "task" in report:
-            return {
-                "parity": {
-                    "passed": report["passed"],
-                    "kind": report["kind"],
-                    **task_summary(report),
-                }
-            }
-        return {
-            "parity": {
-                "passed": report["passed"],
-                "kind": report["kind"],
-                "worst_cosine": round(worst_cosine(report), 6),
-            }
-        }
+            return {k: v for k, v in task_summary(report).items() if k != "task"}
+        return {"worst_cosine": round(worst_cosine(report), 6)}
 
     def report_row(self, stage_id: str, files: dict[str, Path]) -> str | None:
         report = json.loads(files["parity.json"].read_text())
