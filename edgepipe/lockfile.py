@@ -39,25 +39,38 @@ def lock_path(recipe_path: Path) -> Path:
 
 
 def recipe_lock(graph, planner, out_dir: Path) -> dict[str, Any]:
-    """The lock of a fully built recipe (every stage must be cached)."""
+    """The lock of a fully built recipe (every stage must be cached).
+
+    An output no rebuild reproduces (``Stage.not_reproducible_for``) is recorded without its
+    digest; a stage fed by one is recorded without key or digest (they follow those bytes).
+    """
     known: dict[str, str] = {}
+    unreproduced: set[str] = set()
     stages: dict[str, Any] = {}
     for stage_id in graph.order():
         plan = planner.lookup(stage_id, known)
         record = plan.record
         known[stage_id] = record.output_digest
-        why = get_stage(plan.stage_type).not_reproducible
-        output = (
-            {"digest": record.output_digest, "size": record.output_size}
-            if why is None
-            else {"reproducible": False, "why": why}
-        )
-        entry = {
-            "type": plan.stage_type,
-            "key": record.key,
-            "output": output,
-            "key_document": plan.key_document,
-        }
+        stage, spec = get_stage(plan.stage_type), graph.spec(stage_id)
+        fed_by = next((up for up in spec.input_ids() if up in unreproduced), None)
+        why = stage.not_reproducible_for(spec)
+        if fed_by is not None:
+            why = f"fed by '{fed_by}', whose bytes no rebuild reproduces"
+            entry = {"type": plan.stage_type, "output": {"reproducible": False, "why": why}}
+        else:
+            output = (
+                {"digest": record.output_digest, "size": record.output_size}
+                if why is None
+                else {"reproducible": False, "why": why}
+            )
+            entry = {
+                "type": plan.stage_type,
+                "key": record.key,
+                "output": output,
+                "key_document": plan.key_document,
+            }
+        if why is not None:
+            unreproduced.add(stage_id)
         entry.update(_headline(plan.stage_type, out_dir / stage_id))
         stages[stage_id] = entry
     return {"lock_version": LOCK_VERSION, "recipe": graph.recipe.name, "stages": stages}

@@ -96,7 +96,7 @@ def test_the_aoti_package_takes_a_dynamic_batch(native_run):
     workspace, _, _ = native_run
     meta = json.loads((workspace.out / "aoti" / "artifact.json").read_text())["meta"]
     assert meta["inputs"][0]["shape"] == ["batch", 3, 32, 32]
-    assert meta["aoti"]["dynamic_batch"] and meta["aoti"]["compile_seconds"] > 0
+    assert meta["aoti"]["dynamic_batch"] and "compile_seconds" not in meta["aoti"]
     assert (workspace.out / "aoti" / "model.pt2").stat().st_size > 0
 
 

@@ -187,3 +187,29 @@ def test_trace_that_froze_an_input_dependent_value_fails(custom_run):
     assert "Converting a tensor to a Python integer" in failure
     assert f"tiny_nets.py:{line_of('peak = int(')}" in failure
     assert "try method: script" in failure
+
+
+def test_the_same_model_saves_to_the_same_bytes_from_any_process(tmp_path):
+    """Without the debug records (the tracer's Python call stack), a forked stage and an
+    in-process one write identical TorchScript files: the lockfile's digest holds."""
+    import hashlib
+    import zipfile
+
+    from conftest import Workspace
+
+    recipe_text = (
+        "version: 1\nname: ts-bytes\nstages:\n"
+        "  model: {type: load, name: test_resnet}\n"
+        "  ts: {type: export-torchscript, input: model}\n"
+    )
+    digests = []
+    for name, extra in (("forked", []), ("in-process", ["--in-process"])):
+        workspace = Workspace(tmp_path / name)
+        workspace.root.mkdir()
+        recipe = workspace.recipe(recipe_text)
+        result = workspace.cli("run", str(recipe), *extra)
+        assert result.returncode == 0, result.stderr
+        saved = workspace.out / "ts" / "model.pt"
+        assert not any("debug_pkl" in n for n in zipfile.ZipFile(saved).namelist())
+        digests.append(hashlib.sha256(saved.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

@@ -7,11 +7,13 @@ from __future__ import annotations
 __all__ = [
     "check_faithful",
     "compile_aoti",
+    "rewrite_archive",
     "example_batch",
     "export_program",
     "lower_executorch",
 ]
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +51,58 @@ def compile_aoti(program: Any, target: Path, freezing: bool = False) -> None:
     """Compile ``program`` into an AOTInductor package at ``target``. ``freezing`` folds the
     weights into constants: what lets Inductor fuse a PT2E INT8 graph's quantize/dequantize
     pairs into int8 kernels (its documented x86 INT8 path)."""
+    import tempfile
+
     import torch
 
-    try:
-        with torch.no_grad():
-            torch._inductor.aoti_compile_and_package(
-                program, package_path=str(target), inductor_configs={"freezing": freezing}
-            )
-    except Exception as exc:  # a C++ compiler missing or failing, an unsupported op
-        raise StageError(
-            f"AOTInductor could not compile the model: {summarize_exception(exc)} "
-            "(it needs a C++ compiler, e.g. g++, on PATH)"
-        ) from None
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        compiled = Path(scratch) / target.name  # the archive's folder is named after the file
+        try:
+            with torch.no_grad():
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(compiled), inductor_configs={"freezing": freezing}
+                )
+        except Exception as exc:  # a C++ compiler missing or failing, an unsupported op
+            raise StageError(
+                f"AOTInductor could not compile the model: {summarize_exception(exc)} "
+                "(it needs a C++ compiler, e.g. g++, on PATH)"
+            ) from None
+        _repackage(compiled, target)
+
+
+# Records torch's stream writer adds by itself when an archive is finished
+_WRITER_RECORDS = {".data/serialization_id", ".data/version", "version", "byteorder"}
+_BUILD_COMMANDS = b"\n// Compile cmd\n"
+
+
+def rewrite_archive(source: Path, target: Path, record: Callable[[str, bytes], bytes | None]):
+    """Copy a torch zip archive (TorchScript, AOTInductor package) record by record through
+    ``record(name, data)`` (None drops the record), with torch's own stream writer. Its
+    serialization id is a hash of the records: the same records give the same bytes."""
+    import torch
+
+    reader = torch._C.PyTorchFileReader(str(source))
+    writer = torch._C.PyTorchFileWriter(str(target))
+    for name in reader.get_all_records():
+        if name in _WRITER_RECORDS:
+            continue
+        data = record(name, bytes(reader.get_record(name)))
+        if data is not None:
+            writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+
+
+def _repackage(source: Path, target: Path) -> None:
+    """The package with its C++ sources' trailing "// Compile cmd" / "// Link cmd" comments
+    cut: Inductor writes them only when it compiled (not on a cache hit), with temporary paths
+    in them, so the same compiled code came in packages of other bytes."""
+
+    def without_build_commands(name: str, data: bytes) -> bytes:
+        if not name.endswith(".cpp"):
+            return data
+        return data.split(_BUILD_COMMANDS, 1)[0].rstrip(b"\n") + b"\n"
+
+    rewrite_archive(source, target, without_build_commands)
 
 
 def lower_executorch(program: Any, target: Path) -> dict[str, int]:

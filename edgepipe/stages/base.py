@@ -229,6 +229,10 @@ class Stage(ABC):
     """Why a rebuild does not give the same output bytes (a benchmark's timings), if it does
     not: the lockfile then records no digest for it."""
 
+    def not_reproducible_for(self, spec: StageSpec) -> str | None:
+        """:attr:`not_reproducible` for this spec (a back end may decide it)."""
+        return self.not_reproducible
+
     def headline(self, files: dict[str, Path]) -> dict[str, Any]:
         """What a reviewer wants to see change in a PR diff, and a rebuild reproduces: verdicts
         and choices, never measured numbers (those are :meth:`measurements`). In the lock."""

@@ -79,7 +79,7 @@ class ExportTorchScriptSpec(SingleInputSpec):
 class ExportTorchScriptStage(Stage):
     type = "export-torchscript"
     spec_class = ExportTorchScriptSpec
-    version = 1
+    version = 2  # 2: saved without debug records (reproducible bytes)
     tools = ("torch", "timm")
     input_kinds = (ArtifactKind.TORCH_MODEL,)
     output = ArtifactKind.TORCHSCRIPT
@@ -147,7 +147,29 @@ def _export(module, example, spec: ExportTorchScriptSpec, target: Path) -> None:
     if spec.lite_interpreter:  # bytecode for PyTorch Mobile; else full TorchScript for libtorch
         compiled._save_for_lite_interpreter(str(target))
     else:
-        torch.jit.save(compiled, str(target))
+        _save_reproducibly(compiled, target)
+
+
+def _save_reproducibly(compiled, target: Path) -> None:
+    """``torch.jit.save`` without the ``*.debug_pkl`` records. They hold the Python call stack
+    of the trace (the executor's frames, site-packages paths), so the same model saved from a
+    local run, a Ray worker or another checkout had other bytes; without them the same model
+    gives the same bytes (in a fresh stage process: the jit's name-mangling counter starts at
+    the same place)."""
+    import tempfile
+
+    import torch
+
+    from edgepipe.models.torch_export import rewrite_archive
+
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        full = Path(scratch) / target.name  # the archive's folder is named after the file
+        torch.jit.save(compiled, str(full))
+        rewrite_archive(full, target, _without_debug_records)
+
+
+def _without_debug_records(name: str, data: bytes) -> bytes | None:
+    return None if name.endswith(".debug_pkl") else data
 
 
 def _check_saved(eager, loaded, example, traced: list[str] | None, ctx) -> tuple[float, bool]:

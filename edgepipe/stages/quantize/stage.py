@@ -123,7 +123,8 @@ class QuantizeSpec(SingleInputSpec):
         return folders
 
 
-TORCH_BACKEND_VERSION = 2  # 2: dynamic mode observes the weights before converting
+# 2: dynamic mode observes the weights before converting; 3: reproducible AOTI packages
+TORCH_BACKEND_VERSION = 3
 
 _BACKEND_TOOLS = {
     "onnxruntime": ("onnx", "onnxruntime"),
