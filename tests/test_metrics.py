@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import QUICK_TIMING
+from conftest import QUICK_TIMING, Workspace
 
 from edgepipe.metrics import diff_rows
 
@@ -17,6 +17,8 @@ stages:
   model: {{type: load, name: test_resnet}}
   onnx: {{type: export, input: model, exporter: torchscript}}
   check: {{type: parity, input: onnx}}
+  ts: {{type: export-torchscript, input: model}}
+  ts_check: {{type: parity, input: ts, reference: model}}
   bench: {{type: benchmark, inputs: [onnx, check], batch_sizes: [1], {QUICK_TIMING}}}
 """
 
@@ -44,6 +46,13 @@ def test_a_remeasured_benchmark_leaves_the_lock_alone_and_metrics_diff_shows_it(
     assert "onnx@1" in diff.stdout and "p50_ms" in diff.stdout, diff.stdout
     missing = workspace.cli("metrics", "diff", str(recipe), "--against", "no-such-ref", *out)
     assert missing.returncode == 2 and "no git ref holding measured.metrics.json" in missing.stderr
+
+    # from an empty cache with two jobs: the same lock, byte for byte (TorchScript included)
+    fresh = Workspace(workspace.root / "fresh")
+    fresh.root.mkdir()
+    rebuilt = fresh.recipe(RECIPE, "measured.yaml")
+    assert fresh.cli("run", str(rebuilt), "--jobs", "2").returncode == 0
+    assert rebuilt.with_suffix(".lock").read_text() == lock
 
 
 def test_diff_flags_timings_and_metrics_by_their_own_tolerance():
