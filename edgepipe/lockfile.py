@@ -109,7 +109,35 @@ def read_lock(path: Path) -> dict[str, Any]:
         raise RecipeError(path, [RecipeIssue(f"unreadable lockfile: {exc}")]) from None
     if not isinstance(lock, dict) or lock.get("lock_version") != LOCK_VERSION:
         raise RecipeError(path, [RecipeIssue("not an edgepipe lockfile of this version")])
+    problems = _shape_problems(lock)
+    if problems:
+        fix = "; rewrite it with a full `edgepipe run` of the recipe"
+        raise RecipeError(path, [RecipeIssue(problem + fix) for problem in problems[:5]])
     return lock
+
+
+def _shape_problems(lock: dict[str, Any]) -> list[str]:
+    """What in a lock of the right version is not shaped as ``recipe_lock`` writes it (a
+    hand-edited or damaged file): one readable line each instead of a crash in ``check``."""
+    stages = lock.get("stages")
+    if not isinstance(stages, dict):
+        return [f"'stages' is {type(stages).__name__}, not a mapping of stage ids"]
+    problems = []
+    for stage_id, entry in stages.items():
+        where = f"stage '{stage_id}'"
+        if not isinstance(entry, dict):
+            problems.append(f"{where} is {type(entry).__name__}, not a mapping")
+        elif not isinstance(entry.get("type"), str):
+            problems.append(f"{where} has no stage type")
+        elif not isinstance(entry.get("output"), dict):
+            problems.append(f"{where} has no output mapping")
+        elif "key" in entry and not isinstance(entry["key"], str):
+            problems.append(f"{where}: its key is not a string")
+        elif "key" in entry and not isinstance(entry.get("key_document"), dict):
+            problems.append(f"{where}: its key document is missing")
+        elif "key" in entry and "digest" not in entry["output"] and not _unreproduced(entry):
+            problems.append(f"{where}: its output has no digest")
+    return problems
 
 
 def recorded_settings(recipe_path: Path) -> dict[str, dict[str, Any]]:

@@ -57,3 +57,25 @@ def test_machine_facts_are_not_drift():
     elsewhere = {**locked, "extra": {"machine": {"cpu": "B"}}}
     assert _same_but_machine(elsewhere, locked)
     assert not _same_but_machine({**elsewhere, "inputs": ["cd"]}, locked)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("lock_version: 1\nrecipe: locked\nstages: [1, 2]\n", "'stages' is list"),
+        ("lock_version: 1\nrecipe: locked\nstages:\n  model: 5\n", "stage 'model' is int"),
+        (
+            "lock_version: 1\nrecipe: locked\nstages:\n  model: {type: load, key: 3, output: {}}\n",
+            "stage 'model': its key is not a string",
+        ),
+        ("lock_version: 1\nrecipe: locked\nstages:\n  model: {key: abc}\n", "no stage type"),
+    ],
+    ids=["stages-list", "entry-int", "key-int", "no-type"],
+)
+def test_a_misshapen_lock_is_one_readable_error_not_a_crash(workspace, body, message):
+    recipe = workspace.recipe(RECIPE)
+    recipe.with_suffix(".lock").write_text(body)
+    result = workspace.cli("check", str(recipe))
+    assert result.returncode == 3, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "rewrite it with a full `edgepipe run`" in result.stderr
