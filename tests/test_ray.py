@@ -84,9 +84,9 @@ def test_matrix_runs_each_stage_once_across_nodes_and_locks_as_locally(workspace
     assert second.returncode == 0, second.stderr
     assert "done: 0 built" in second.stderr, second.stderr
 
-    # the same recipe, locally, into a fresh cache: the same keys and outputs. Ray gives a
-    # one-CPU task one thread (OMP_NUM_THREADS=1), and float sums (parity metrics) depend on
-    # the thread count: the local run is given the same (issue 20 rounds them instead)
+    # the same recipe, locally, into a fresh cache. Ray gives a one-CPU task one thread
+    # (OMP_NUM_THREADS=1), and float sums (parity metrics) depend on the thread count: the
+    # local run is given the same
     local = workspace.root / "local"
     local.mkdir()
     shutil.copy(recipe, local / recipe.name)
@@ -99,20 +99,10 @@ def test_matrix_runs_each_stage_once_across_nodes_and_locks_as_locally(workspace
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    local_stages = yaml.safe_load((local / "grid.lock").read_text())["stages"]
-    # Not reproducible by any executor, yet (issue 20): benchmark timings, and TorchScript's
-    # bytes (a random serialization id, and the tracer's call stack in its debug info), which
-    # change the keys downstream of them; everything else is the same, key and bytes
-    graph = PipelineGraph(parse_recipe(GRID))
-    unreproducible = {s for s, e in stages.items() if e["type"] == "export-torchscript"}
-    unreproducible |= {d for s in list(unreproducible) for d in graph.descendants(s)}
-    unreproducible |= {s for s, e in stages.items() if e["type"] == "benchmark"}
-    same = [s for s in stages if s not in unreproducible]
-    for stage in same:
-        assert stages[stage]["key"] == local_stages[stage]["key"], stage
-        assert stages[stage]["output"] == local_stages[stage]["output"], stage
-    assert len(same) == 10
-    print(f"lock: {len(same)} of {len(stages)} stages identical to a local run's (key, bytes)")
+    # the lock holds what a rebuild reproduces (no timings; TorchScript saved without the
+    # tracer's call stack): the same bytes from either executor
+    assert (local / "grid.lock").read_text() == recipe.with_suffix(".lock").read_text()
+    print(f"lock: identical to a local run's ({len(stages)} stages)")
 
 
 def test_a_label_no_node_has_fails_before_any_stage(workspace, cluster):
