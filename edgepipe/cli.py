@@ -147,12 +147,7 @@ def plan(
     remote: RemoteOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     groups: Annotated[
-        bool,
-        typer.Option(
-            "--groups",
-            help="JSON: the independent groups of stages (sharing none), each with its "
-            "--until stages and how many will run: one CI job per group.",
-        ),
+        bool, typer.Option("--groups", help="JSON: independent stage groups, one CI job each.")
     ] = False,
 ) -> None:
     """Say which stages are cached and which will run, and why."""

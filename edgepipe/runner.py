@@ -5,7 +5,6 @@ from __future__ import annotations
 __all__ = ["RunObserver", "RunResult", "Runner", "StageResult"]
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from edgepipe.run_results import (
     StageResult,
     stage_warnings,
 )
-from edgepipe.scheduler import Demand, schedule
+from edgepipe.scheduler import Demand, memory_budget_gb, schedule
 from edgepipe.stage_build import StageBuilder, private_copy
 from edgepipe.toolchains.declared import Toolchain
 from edgepipe.toolchains.environments import (
@@ -173,7 +172,7 @@ class Runner:
             execute=lambda plan: self._execute(plan, known),
             demand=self._demand if self.cluster is None else lambda _: Demand(),
             jobs=self.jobs if self.cluster is None else max(1, len(plans)),
-            memory_budget_gb=_memory_budget_gb() if self.cluster is None else float("inf"),
+            memory_budget_gb=memory_budget_gb() if self.cluster is None else float("inf"),
         )
         failures = {r.stage_id: r.message for r in results if r.outcome == "failed"}
         if failures:
@@ -298,11 +297,3 @@ class Runner:
 
     def _materialize(self, stage_id: str, digest: str) -> None:
         self.cache.materialize_tree(digest, self.out_dir / stage_id, copy_if=private_copy)
-
-
-def _memory_budget_gb() -> float:
-    """80 % of physical memory: what stages running together may plan to use."""
-    try:
-        return 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        return float("inf")

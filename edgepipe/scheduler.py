@@ -14,8 +14,9 @@ topological order) starts first.
 
 from __future__ import annotations
 
-__all__ = ["Demand", "schedule"]
+__all__ = ["Demand", "memory_budget_gb", "schedule"]
 
+import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -78,3 +79,11 @@ def _fits(need: Demand, running: dict, jobs: int, budget: float) -> bool:
     if need.gpu and any(d.gpu for d in held):
         return False
     return sum(d.memory_gb for d in held) + need.memory_gb <= budget
+
+
+def memory_budget_gb() -> float:
+    """80 % of physical memory: what stages running together may plan to use."""
+    try:
+        return 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
