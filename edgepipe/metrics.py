@@ -13,12 +13,15 @@ from __future__ import annotations
 __all__ = ["baseline_path", "diff_rows", "read_metrics", "recipe_metrics", "write_metrics"]
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from edgepipe.env import machine_fingerprint
 from edgepipe.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 METRICS_VERSION = 1
 METRICS_FILE = "metrics.json"
@@ -32,7 +35,12 @@ def recipe_metrics(graph, out_dir: Path) -> dict[str, Any]:
     for stage_id in graph.order():
         folder = out_dir / stage_id
         files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
-        measured = graph.stage(stage_id).measurements(files) if files else {}
+        try:
+            measured = graph.stage(stage_id).measurements(files) if files else {}
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            # a report of an older layout must not fail a run whose every stage succeeded
+            log.warning("%s: its measurements could not be read (%s)", stage_id, exc)
+            continue
         if measured:
             stages[stage_id] = measured
     return {

@@ -91,13 +91,18 @@ class EvaluateStage(VerificationStage):
         if "evaluate.json" not in files:
             return {}
         report = json.loads(files["evaluate.json"].read_text())
-        numbers = {
-            f"{side}_{name}": round(value, 6)
+        # classification: top1/top5 per side and top1_drop; tasks: their metrics and drop
+        sides = {
+            f"{side}_{name}": value
             for side in ("torch", "artifact")
-            for name, value in report[side].items()
-            if isinstance(value, float)
+            for name, value in (report.get(side) or {}).items()
         }
-        return numbers | {"drop": round(report["drop"], 6)}
+        numbers = sides | {k: v for k, v in report.items() if k not in ("torch", "artifact")}
+        return {
+            name: round(value, 6)
+            for name, value in numbers.items()
+            if isinstance(value, float) and name != "images"
+        }
 
     def report_row(self, stage_id: str, files: dict[str, Path]) -> str | None:
         result = json.loads(files["evaluate.json"].read_text())
