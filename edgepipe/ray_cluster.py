@@ -55,6 +55,7 @@ class RayCluster:
         """Stage id → the node that built it (``host/node-id``), for the display and report."""
         self._nodes: list[dict[str, Any]] | None = None
         self._pins: dict[str, dict[str, Any]] = {}
+        self._pinned: dict[str, bool] = {}
         self._facts: dict[str, dict[str, Any]] = {}
 
     # -- connection and nodes -------------------------------------------------------------
@@ -94,8 +95,11 @@ class RayCluster:
 
     def pinned(self, stage_id: str) -> bool:
         """Keyed by its machine, or timing: runs on one node chosen before planning."""
-        stage, spec = self.graph.stage(stage_id), self.graph.spec(stage_id)
-        return stage.measures_time or bool(stage.key_extra(spec))
+        # asked by planning, preflight and submission alike; key_extra may probe the GPU
+        if stage_id not in self._pinned:
+            stage, spec = self.graph.stage(stage_id), self.graph.spec(stage_id)
+            self._pinned[stage_id] = stage.measures_time or bool(stage.key_extra(spec))
+        return self._pinned[stage_id]
 
     def _wants(self, stage_id: str) -> tuple[dict[str, str], dict[str, float], float]:
         spec, stage = self.graph.spec(stage_id), self.graph.stage(stage_id)
