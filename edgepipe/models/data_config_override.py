@@ -16,6 +16,15 @@ from edgepipe.imaging.data_config import (
     TASK_CROP_MODES_HELP,
     channel_problem,
 )
+from edgepipe.spec_bounds import (
+    MAX_IMAGE_SIDE,
+    MAX_MEAN,
+    MAX_STD,
+    MIN_STD,
+    ChannelMean,
+    ChannelStd,
+    ImageSide,
+)
 from edgepipe.strict_fields import FieldError
 
 
@@ -24,21 +33,24 @@ class DataConfigOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input_size: tuple[int, int, int] | None = Field(
-        default=None, description=f"Model input as [channels, height, width]; {CHANNELS_HELP}"
+    input_size: tuple[int, ImageSide, ImageSide] | None = Field(
+        default=None,
+        description=f"Model input as [channels, height, width]; {CHANNELS_HELP} Height and "
+        f"width: 1..{MAX_IMAGE_SIDE}.",
     )
-    mean: tuple[float, ...] | None = Field(
+    mean: tuple[ChannelMean, ...] | None = Field(
         default=None,
         min_length=1,
         max_length=3,
-        description="Per-channel mean subtracted after scaling to 0..1 (one value: every channel).",
+        description="Per-channel mean subtracted after scaling to 0..1 (one value: every "
+        f"channel); each -{MAX_MEAN:g}..{MAX_MEAN:g}.",
     )
-    std: tuple[float, ...] | None = Field(
+    std: tuple[ChannelStd, ...] | None = Field(
         default=None,
         min_length=1,
         max_length=3,
         description="Per-channel std divided by after subtracting the mean (one value: every "
-        "channel).",
+        f"channel); each {MIN_STD:g}..{MAX_STD:g}.",
     )
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
         default=None, description="Resize interpolation."

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.imaging.data_config import (
@@ -30,6 +30,15 @@ from edgepipe.imaging.data_config import (
 from edgepipe.imaging.graph_join import fit_model_input, join, model_image_input
 from edgepipe.imaging.preprocess_graph import Preprocessing, build_preprocessing
 from edgepipe.models.onnx_io import ONNX_FILE, describe_onnx
+from edgepipe.spec_bounds import (
+    MAX_IMAGE_SIDE,
+    MAX_MEAN,
+    MAX_STD,
+    MIN_STD,
+    ChannelMean,
+    ChannelStd,
+    ImageSide,
+)
 from edgepipe.stages.base import (
     ArtifactKind,
     FieldError,
@@ -60,8 +69,12 @@ class ImageSpec(BaseModel):
     channels: Literal["RGB", "BGR"] = Field(
         default="RGB", description="Channel order (BGR: as OpenCV decodes images)."
     )
-    height: int | None = Field(None, ge=1, description="Fixed height (with width); unset: any.")
-    width: int | None = Field(None, ge=1, description="Fixed width (with height); unset: any.")
+    height: ImageSide | None = Field(
+        None, description=f"Fixed height (with width), 1..{MAX_IMAGE_SIDE}; unset: any."
+    )
+    width: ImageSide | None = Field(
+        None, description=f"Fixed width (with height), 1..{MAX_IMAGE_SIDE}; unset: any."
+    )
     dynamic_batch: bool = Field(default=True, description="Make the batch dimension dynamic.")
 
     @model_validator(mode="after")
@@ -80,24 +93,24 @@ class ComposePreprocessingSpec(SingleInputSpec):
     image: ImageSpec = Field(
         default_factory=ImageSpec, description="Layout, dtype, channel order and size of the image."
     )
-    input_size: tuple[Literal[1, 3], PositiveInt, PositiveInt] | None = Field(
+    input_size: tuple[Literal[1, 3], ImageSide, ImageSide] | None = Field(
         default=None,
         description=f"Model input [channels, height, width]; default: the data config's. "
-        f"{CHANNELS_HELP} The image stays 3-channel.",
+        f"{CHANNELS_HELP} The image stays 3-channel. Height and width: 1..{MAX_IMAGE_SIDE}.",
     )
-    mean: tuple[float, ...] | None = Field(
+    mean: tuple[ChannelMean, ...] | None = Field(
         default=None,
         min_length=1,
         max_length=3,
-        description="Per-channel mean (0..1 scale; one value: every channel); default: the "
-        "data config's.",
+        description="Per-channel mean (0..1 scale; one value: every channel; each "
+        f"-{MAX_MEAN:g}..{MAX_MEAN:g}); default: the data config's.",
     )
-    std: tuple[PositiveFloat, ...] | None = Field(
+    std: tuple[ChannelStd, ...] | None = Field(
         default=None,
         min_length=1,
         max_length=3,
-        description="Per-channel std (0..1 scale; one value: every channel); default: the "
-        "data config's.",
+        description="Per-channel std (0..1 scale; one value: every channel; each "
+        f"{MIN_STD:g}..{MAX_STD:g}); default: the data config's.",
     )
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
         default=None, description="Resize interpolation; default: the data config's."
@@ -128,7 +141,9 @@ class ComposePreprocessingSpec(SingleInputSpec):
         description="Append softmax ('probabilities') or softmax + top-k ('scores', 'indices') "
         "over the last axis of the model's first output.",
     )
-    top_k: int = Field(default=5, ge=1, description="How many classes postprocess: topk keeps.")
+    top_k: int = Field(
+        default=5, ge=1, le=1000, description="How many classes postprocess: topk keeps (1..1000)."
+    )
     input_name: str = Field(default="image", min_length=1, description="Name of the image input.")
 
     @model_validator(mode="after")

@@ -16,15 +16,17 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.models.onnx_io import ONNX_FILE as ONNX_FILE
 from edgepipe.models.torch_model import rebuild, task_outputs
 from edgepipe.runtimes.openvino import IR_FILE
+from edgepipe.spec_bounds import MAX_DIM
 from edgepipe.stages.base import (
     Artifact,
     ArtifactKind,
+    FieldError,
     SingleInputSpec,
     Stage,
     StageContext,
@@ -32,7 +34,7 @@ from edgepipe.stages.base import (
     register_stage,
 )
 
-_RANGE = re.compile(r"^\d+\.\.\d+$")
+_RANGE = re.compile(r"([0-9]{1,20})\.\.([0-9]{1,20})")
 # facts about the input's ONNX file that would be wrong about the IR
 _ONNX_FILE_FACTS = ("opset", "external_data", "nodes_before", "nodes_after")
 
@@ -52,25 +54,21 @@ class ConvertOpenVinoSpec(SingleInputSpec):
     input_shape: list[int | str] | None = Field(
         default=None,
         min_length=1,
+        max_length=8,
         description=(
             "Reshape the model's input, e.g. [1, 3, 224, 224] to make it static. Each dim is a "
-            "size, -1 or '?' (dynamic), or 'lo..hi' (bounded). Default: keep the input's shape "
+            f"size (1..{MAX_DIM}), -1 or '?' (dynamic), or 'lo..hi' (bounded, 1 <= lo <= hi <= "
+            f"{MAX_DIM}). At most 8 dims. Default: keep the input's shape "
             "(an ONNX model's dynamic dims stay dynamic; a torch model gets a dynamic batch)."
         ),
     )
 
-    @field_validator("input_shape")
-    @classmethod
-    def _valid_dims(cls, dims: list[int | str] | None) -> list[int | str] | None:
-        for dim in dims or []:
-            bad_int = isinstance(dim, int) and dim < 1 and dim != -1
-            bad_str = isinstance(dim, str) and dim != "?" and not _RANGE.match(dim)
-            if bad_int or bad_str:
-                raise ValueError(
-                    f"{dim!r} is not a dimension: use a size >= 1, -1 or '?' for dynamic, "
-                    "or 'lo..hi' for a bounded range"
-                )
-        return dims
+    @model_validator(mode="after")
+    def _valid_dims(self) -> ConvertOpenVinoSpec:
+        for index, dim in enumerate(self.input_shape or []):
+            if problem := _dim_problem(dim):
+                raise FieldError(f"input_shape.{index}", problem)
+        return self
 
 
 @register_stage
@@ -172,6 +170,22 @@ def _reshape(model: Any, dims: list[int | str]) -> None:
             f"the model cannot take input_shape {dims}: {summarize_exception(exc)}. "
             "Keep the exported size, or export with dynamic_hw: true"
         ) from None
+
+
+def _dim_problem(dim: int | str) -> str | None:
+    """Why ``dim`` cannot be one dimension of input_shape, or None."""
+    usage = f"use a size 1..{MAX_DIM}, -1 or '?' for dynamic, or 'lo..hi' for a bounded range"
+    if isinstance(dim, int):
+        return None if dim == -1 or 1 <= dim <= MAX_DIM else f"{dim} is not a dimension: {usage}"
+    if dim == "?":
+        return None
+    match = _RANGE.fullmatch(dim)
+    if not match:
+        return f"{dim[:40]!r} is not a dimension: {usage}"
+    low, high = int(match.group(1)), int(match.group(2))
+    if not 1 <= low <= high <= MAX_DIM:
+        return f"the range {dim} is empty or out of bounds: it needs 1 <= lo <= hi <= {MAX_DIM}"
+    return None
 
 
 def _meta(source: Artifact, described: dict[str, Any], spec: ConvertOpenVinoSpec) -> dict:

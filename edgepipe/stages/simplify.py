@@ -17,6 +17,7 @@ from edgepipe.models.onnx_io import (
     image_axes,
     remove_model_files,
 )
+from edgepipe.spec_bounds import MAX_CHECK_INPUTS
 from edgepipe.stages.base import (
     Artifact,
     ArtifactKind,
@@ -34,8 +35,10 @@ class SimplifySpec(SingleInputSpec):
     check_n: int = Field(
         default=3,
         ge=0,
+        le=MAX_CHECK_INPUTS,
         description="How many random inputs onnxsim uses to "
-        "check the simplified model against the original (0 = no check).",
+        f"check the simplified model against the original (0 = no check; at most "
+        f"{MAX_CHECK_INPUTS}).",
     )
     optimize: bool = Field(default=True, description="Run onnxsim's graph optimizers.")
     skip_fuse_bn: bool = Field(default=False, description="Keep BatchNorm separate from Conv.")

@@ -7,11 +7,12 @@ __all__ = ["BenchmarkSpec", "BenchmarkStage", "OpenVinoSettings"]
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgepipe.errors import StageError
+from edgepipe.spec_bounds import MAX_BATCH, MAX_THREADS
 from edgepipe.stages.base import (
     ArtifactKind,
     MultiInputSpec,
@@ -58,27 +59,40 @@ class BenchmarkSpec(MultiInputSpec):
             "torch-model ancestor of the first input."
         ),
     )
-    batch_sizes: list[int] = Field(
-        default_factory=lambda: [1], min_length=1, description=("Batch sizes to sweep.")
+    batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        max_length=16,
+        description=f"Batch sizes to sweep (at most 16, each 1..{MAX_BATCH}).",
     )
     threads: int | None = Field(
         default=None,
         ge=1,
-        description=("Threads for every runtime (pinned, recorded); default: all CPU cores."),
+        le=MAX_THREADS,
+        description="Threads for every runtime (pinned, recorded; at most "
+        f"{MAX_THREADS}); default: all CPU cores.",
     )
-    warmup_seconds: float = Field(default=1.0, ge=0, description="Warm-up before timing.")
-    window_seconds: float = Field(default=0.5, gt=0, description="Length of a timing window.")
+    warmup_seconds: float = Field(
+        default=1.0, ge=0, le=600, description="Warm-up before timing (at most 600)."
+    )
+    window_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Length of a timing window (at most 60)."
+    )
     stability: float = Field(
         default=0.05,
         gt=0,
+        le=1,
         description=(
-            "Stop when 3 consecutive window means are within this fraction of each other."
+            "Stop when 3 consecutive window means are within this fraction (at most 1) of each "
+            "other."
         ),
     )
     max_seconds: float = Field(
         default=20.0,
         gt=0,
-        description=("Time cap per artifact and batch size; the row is marked unstable when hit."),
+        le=3600,
+        description="Time cap per artifact and batch size (at most 3600); the row is marked "
+        "unstable when hit.",
     )
     onnxruntime_providers: list[str] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
@@ -99,7 +113,10 @@ class BenchmarkSpec(MultiInputSpec):
         ),
     )
     max_regression: float = Field(
-        default=0.10, ge=0, description=("Allowed p50 slowdown vs the baseline (fraction).")
+        default=0.10,
+        ge=0,
+        le=100,
+        description="Allowed p50 slowdown vs the baseline (fraction, at most 100).",
     )
     torch_compile: list[Literal["inductor", "inductor-max-autotune", "openvino"]] = Field(
         default_factory=list,
