@@ -21,6 +21,7 @@ from edgepipe.stages.base import ArtifactKind, Stage, StageSpec, get_stage
 
 _TORCH = ArtifactKind.TORCH_MODEL
 _REPORT = ArtifactKind.REPORT
+_MAX_UNKNOWN_LISTED = 20  # unknown inputs listed one by one; the rest are counted
 
 
 class PipelineGraph:
@@ -121,19 +122,24 @@ class PipelineGraph:
         return self.recipe.line_of(*path)
 
     def _add_edges(self) -> list[RecipeIssue]:
-        issues = []
+        issues, unknown, known = [], 0, list(self.recipe.stages)
         for stage_id, spec in self.recipe.stages.items():
             for field, index, upstream in spec.input_slots():
-                if upstream not in self.recipe.stages:
-                    hint = did_you_mean(upstream, list(self.recipe.stages))
-                    line = self._slot_line(stage_id, field, index)
-                    issues.append(
-                        RecipeIssue(
-                            f"unknown input stage '{upstream}'{hint}", line, stage_id, field
-                        )
-                    )
-                else:
+                if upstream in self.recipe.stages:
                     self.dag.add_edge(upstream, stage_id)
+                    continue
+                unknown += 1
+                # a "did you mean" compares with every id: for each of thousands of unknown
+                # inputs that would be quadratic, and nobody reads thousands of lines anyway
+                if unknown <= _MAX_UNKNOWN_LISTED:
+                    hint = did_you_mean(upstream, known)
+                    line = self._slot_line(stage_id, field, index)
+                    msg = f"unknown input stage '{upstream}'{hint}"
+                    issues.append(RecipeIssue(msg, line, stage_id, field))
+        if unknown > _MAX_UNKNOWN_LISTED:
+            more = unknown - _MAX_UNKNOWN_LISTED
+            msg = f"and {more:,} more unknown input stage(s): {unknown:,} in all"
+            issues.append(RecipeIssue(msg))
         return issues
 
     def _resolve_references(self) -> list[RecipeIssue]:

@@ -15,9 +15,10 @@ from typing import Any, Literal
 from edgepipe.cache import ActionRecord, Cache, action_key, canonical_json
 from edgepipe.cache.remote import RemoteCache, RemoteCacheError
 from edgepipe.env import tool_versions
-from edgepipe.errors import UsageError
+from edgepipe.errors import RecipeError, RecipeIssue, UsageError
 from edgepipe.graph import PipelineGraph
 from edgepipe.key_documents import explain, key_document
+from edgepipe.recipe_limits import special_file_kind
 
 Status = Literal["cached", "run", "blocked"]
 
@@ -91,7 +92,7 @@ class Planner:
     def _compute_key(self, stage_id: str, input_digests: list[str]) -> tuple[str, dict[str, Any]]:
         spec, stage = self.graph.spec(stage_id), self.graph.stage(stage_id)
         files = {
-            name: self._content_digest(path)
+            name: self._content_digest(path, stage_id, name)
             for name, path in stage.key_files(spec, self.graph.recipe.base_dir).items()
         }
         facts = self.node_facts(stage_id) if self.node_facts else None
@@ -108,8 +109,11 @@ class Planner:
         )
         return action_key(document), document
 
-    def _content_digest(self, path: Path) -> str:
+    def _content_digest(self, path: Path, stage_id: str, name: str) -> str:
         """A file's sha256, or for a folder the sha256 of its (relative path, digest) listing."""
+        if special := special_file_kind(path):  # a FIFO or a device: hashing it would hang
+            issue = RecipeIssue(f"{path} is a {special}, not a regular file", None, stage_id, name)
+            raise RecipeError(self.graph.recipe.path, [issue])
         if not path.is_dir():
             return self.cache.file_digest(path)
         listing = [

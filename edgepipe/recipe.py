@@ -18,10 +18,12 @@ from edgepipe.recipe_limits import (
     MAX_ID_LENGTH,
     MAX_RECIPE_BYTES,
     read_recipe_text,
+    special_file_kind,
     too_big_message,
 )
 from edgepipe.recipe_messages import did_you_mean, issues_from_errors, kind_of, parse_yaml
 from edgepipe.recipe_names import check_names
+from edgepipe.recipe_text import check_control_characters
 from edgepipe.stages.base import registered_stages
 from edgepipe.strict_fields import StrictScalars
 from edgepipe.yaml_lines import LineMap
@@ -111,6 +113,7 @@ def parse_recipe(text: str, path: Path | None = None) -> Recipe:
                 )
             ],
         )
+    check_control_characters(data, lines, path)
     check_names(data, lines, path)
     data = expand_matrix(data, lines, path)
     try:
@@ -146,4 +149,7 @@ def _path_problem(target: Path, rel: Path, kind: str) -> str | None:
         return f"{rel} is a folder; a file is expected"
     if kind == "folder" and not target.is_dir():
         return f"{rel} is a file; a folder is expected"
+    if kind == "file" and (special := special_file_kind(target)):
+        # a FIFO waits for a writer forever and /dev/zero never ends: hashing either would hang
+        return f"{rel} is a {special}, not a regular file; a regular file is expected"
     return None

@@ -14,6 +14,7 @@ __all__ = [
     "MAX_RECIPE_BYTES",
     "MAX_YAML_NODES",
     "read_recipe_text",
+    "special_file_kind",
     "too_big_message",
 ]
 
@@ -22,6 +23,7 @@ import stat
 from pathlib import Path
 
 from edgepipe.errors import RecipeError, RecipeIssue
+from edgepipe.recipe_text import encoding_problem
 
 MAX_RECIPE_BYTES = 1024 * 1024
 """The shipped recipes are 1-5 KiB; a megabyte is a mistake (or /dev/zero)."""
@@ -60,6 +62,8 @@ def read_recipe_text(path: Path) -> str:
         data = _read_regular_file(fd, path)
     finally:
         os.close(fd)
+    if problem := encoding_problem(data):
+        raise RecipeError(path, [RecipeIssue(problem, line=1)])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -95,6 +99,16 @@ def too_big_message() -> str:
         f"the file is larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a few KiB of "
         "YAML (large data belongs in files the recipe names)"
     )
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What ``path`` (symlinks followed) is when it exists and is not a regular file or a
+    folder: "named pipe (FIFO)", "character device"…; None otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _file_kind(mode)
 
 
 def _file_kind(mode: int) -> str:

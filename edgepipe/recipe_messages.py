@@ -6,8 +6,9 @@ from __future__ import annotations
 __all__ = ["did_you_mean", "issues_from_errors", "kind_of", "parse_yaml", "shown"]
 
 import difflib
+import types
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
@@ -68,11 +69,12 @@ def issues_from_errors(
     A misspelt required field is two errors to Pydantic (``inputs`` missing, ``input``
     unknown); the unknown field's "did you mean 'inputs'?" says it all, so the other goes.
     """
+    missing = sorted(set(_names_missing(errors)))  # once, not per error: thousands may come
     misspelt = {
         (*err["loc"][:-1], hint)
         for err in errors
         if err["type"] == "extra_forbidden"
-        for hint in difflib.get_close_matches(str(err["loc"][-1]), _names_missing(errors), 1, 0.6)
+        for hint in difflib.get_close_matches(str(err["loc"][-1]), missing, 1, 0.6)
     }
     kept = [err for err in errors if not (err["type"] == "missing" and err["loc"] in misspelt)]
     return list(dict.fromkeys(issue_from_error(err, lines, root) for err in kept))
@@ -149,7 +151,8 @@ def _message(err: dict[str, Any], stage_id: str | None, field_loc: list, root: t
     if kind == "extra_forbidden":
         name = shown(field_loc[-1], quote=False) if field_loc else "?"
         allowed = _allowed_fields(err, stage_id, field_loc, root)
-        return f"unknown field '{name}'{did_you_mean(name, allowed)}; allowed: {', '.join(allowed)}"
+        listed = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return f"unknown field '{name}'{did_you_mean(name, allowed)}{listed}"
     if kind == "missing":
         return "required field is missing"
     msg = err["msg"].removeprefix("Value error, ")
@@ -174,15 +177,49 @@ def _allowed_fields(
         if stage is None:
             return []
         model = stage.spec_class
+    annotation: Any = model
     for part in field_loc[:-1]:
-        info = model.model_fields.get(str(part)) if isinstance(model, type) else None
-        candidates = [info.annotation, *get_args(info.annotation)] if info else []
-        model = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
-        if model is None:
+        annotation = _inner(annotation, part)
+        if annotation is None:
             return []
-    return sorted(model.model_fields)
+    found = _model_in(annotation)
+    return sorted(found.model_fields) if found else []
+
+
+def _inner(annotation: Any, part: str | int) -> Any:
+    """The annotation of ``part`` (a field, a mapping key or a list index) inside a value of
+    ``annotation``: profiles.input.min walks a model field, then a dict's values."""
+    model = _model_in(annotation)
+    if model is not None:
+        info = model.model_fields.get(str(part))
+        return info.annotation if info else None
+    for member in _members(annotation):
+        origin, args = get_origin(member), get_args(member)
+        if origin is dict and len(args) == 2:
+            return args[1]
+        if origin in (list, tuple) and args and isinstance(part, int):
+            return (
+                args[0]
+                if origin is list or args[-1] is Ellipsis
+                else args[min(part, len(args) - 1)]
+            )
+    return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The one model among ``annotation``'s alternatives (``Model | None``), if any."""
+    for member in _members(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+def _members(annotation: Any) -> list[Any]:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [m for a in get_args(annotation) for m in _members(a)]
+    return [annotation]
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:

@@ -250,3 +250,25 @@ def test_a_matrix_at_the_stage_bound_is_accepted() -> None:
     text = "version: 1\nname: big\nmatrix:\n" + matrix
     text += 'stages:\n  model: {type: load, name: "${a}-${b}"}\n'
     assert len(PipelineGraph(parse_recipe(text)).recipe.stages) == MAX_EXPANDED_STAGES
+
+
+def test_ten_thousand_unknown_inputs_are_counted_not_each_compared() -> None:
+    """A "did you mean" for each of 10,000 unknown inputs against 1,000 ids took minutes;
+    the first 20 are listed (with their hint), the rest counted."""
+    from edgepipe.recipe import parse_recipe
+
+    def stage(i: int) -> str:
+        return (
+            f"  s{i}: {{type: benchmark, inputs: [{', '.join(f'u{i}_{j}' for j in range(10))}]}}\n"
+        )
+
+    text = "version: 1\nname: big\nstages:\n" + "".join(stage(i) for i in range(1000))
+    start = time.perf_counter()
+    with pytest.raises(RecipeError) as caught:
+        PipelineGraph(parse_recipe(text))
+    seconds = time.perf_counter() - start
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 1 + 20 + 1, lines[:3]  # the header, 20 listed, the count
+    assert lines[1].endswith("stage 's0': field 'inputs': unknown input stage 'u0_0'")
+    assert lines[-1].endswith("and 9,980 more unknown input stage(s): 10,000 in all")
+    assert seconds < 20, f"{seconds:.1f} s"  # generous: 2 slow cores; it was > 120 s
