@@ -138,22 +138,12 @@ def digits(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def task_models(tmp_path_factory):
-    """A detector, a segmenter and a text recogniser trained on synthetic data
-    (tests/task_models.py), once for all xdist workers of a run."""
-    import hashlib
+def task_models():
+    """The detector, segmenter and text recogniser the task recipes ship, with their labelled
+    data (tests/task_models.py)."""
+    from task_models import TaskModels
 
-    from filelock import FileLock
-    from task_models import train_task_models
-
-    sources = [
-        REPO / "tests" / "task_models.py",
-        *sorted((REPO / "pipelines" / "models").glob("*.py")),
-    ]
-    code = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
-    shared = tmp_path_factory.getbasetemp().parent / f"task-models-{code}"
-    with FileLock(f"{shared}.lock"):
-        return train_task_models(shared)
+    return TaskModels()
 
 
 @pytest.fixture(scope="session", autouse=True)
