@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from edgepipe.cli_cache import cache_app
 from edgepipe.cli_common import (
@@ -30,13 +29,14 @@ from edgepipe.cli_common import (
     open_cluster,
     open_remote,
     out,
+    output_folder,
     plan_groups,
 )
 from edgepipe.cli_lock import check_lock_or_fail
 from edgepipe.cli_lock import register as register_lock_commands
 from edgepipe.cli_metrics import register as register_metrics_commands
 from edgepipe.cli_toolchains import register as register_toolchain_commands
-from edgepipe.errors import EdgepipeError, ExitCode
+from edgepipe.errors import EdgepipeError, ExitCode, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -96,7 +96,7 @@ def run(
 
     graph = load_graph(recipe)
     selected = graph.select(only, until)
-    target = out_dir or Path("build") / graph.recipe.name
+    target = output_folder(out_dir, graph.recipe.name)
     store = open_cache(cache)
     noop = NoopRecorder(
         started,
@@ -160,30 +160,12 @@ def plan(
     if groups:
         out.print_json(json.dumps(plan_groups(graph, selected, plans)))
         return
+    from edgepipe.cli_display import plan_rows, plan_table
+
     if as_json:
-        out.print_json(
-            json.dumps(
-                [
-                    {
-                        "stage": p.stage_id,
-                        "type": p.stage_type,
-                        "status": p.status,
-                        "reasons": p.reasons,
-                        "key": p.key,
-                    }
-                    for p in plans
-                ]
-            )
-        )
+        out.print_json(json.dumps(plan_rows(plans)))
         return
-    table = Table("stage", "type", "status", "why", box=None, pad_edge=False)
-    style = {"cached": "green", "run": "yellow", "blocked": "red"}
-    for p in plans:
-        label = "will run" if p.status == "run" else p.status
-        table.add_row(
-            p.stage_id, p.stage_type, f"[{style[p.status]}]{label}[/]", "; ".join(p.reasons)
-        )
-    out.print(table)
+    out.print(plan_table(plans))
 
 
 @app.command()
@@ -195,8 +177,17 @@ def report(recipe: RecipeArg, cache: CacheOpt = None) -> None:
 
 
 @app.command()
-def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files.")]) -> None:
+def validate(
+    recipes: Annotated[
+        list[Path] | None, typer.Argument(help="Recipe files.", show_default=False)
+    ] = None,
+) -> None:
     """Check recipes (fields, references, cycles, artifact kinds) without running anything."""
+    if not recipes:
+        raise UsageError(
+            "no recipe given: `edgepipe validate RECIPE.yaml...` checks the recipe files it is "
+            "given, e.g. `edgepipe validate pipelines/*.yaml`"
+        )
     for recipe in recipes:
         graph = load_graph(recipe)
         out.print(f"[green]ok[/] {recipe}: {len(graph.recipe.stages)} stages")

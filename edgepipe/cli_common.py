@@ -16,6 +16,7 @@ __all__ = [
     "open_cache",
     "open_cluster",
     "open_remote",
+    "output_folder",
     "out",
     "plan_groups",
 ]
@@ -73,9 +74,27 @@ def load_graph(recipe_path: Path):
 
 
 def open_cache(path: Path | None):
+    """The cache at ``path`` ($EDGEPIPE_CACHE, else the per-user one); a usage error when it
+    cannot be a folder (a regular file, /dev/null, a path under a file, a name too long)."""
     from edgepipe.cache import Cache
+    from edgepipe.errors import UsageError
+    from edgepipe.user_folders import folder_problem
 
-    return Cache(path)
+    cache = Cache(path)
+    if problem := folder_problem(cache.root):
+        raise UsageError(f"cache folder {cache.root}: {problem}; choose another with --cache")
+    return cache
+
+
+def output_folder(out_dir: Path | None, recipe_name: str) -> Path:
+    """``--out``, else build/<recipe name>: a usage error when it cannot be a folder."""
+    from edgepipe.errors import UsageError
+    from edgepipe.user_folders import folder_problem
+
+    target = out_dir or Path("build") / recipe_name
+    if problem := folder_problem(target, probe=True):
+        raise UsageError(f"output folder {target}: {problem}; choose another with --out")
+    return target
 
 
 def open_remote(url: str | None, cache):

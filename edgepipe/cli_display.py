@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["RunDisplay", "action_table", "done_line", "runtime_table", "stage_table"]
+__all__ = [
+    "RunDisplay",
+    "action_table",
+    "done_line",
+    "plan_rows",
+    "plan_table",
+    "runtime_table",
+    "stage_table",
+]
 
 import threading
 from collections.abc import Iterable
@@ -98,6 +106,32 @@ class RunDisplay:
 def done_line(built: int, cached: int, target: object) -> str:
     """The last line of ``edgepipe run`` (markup)."""
     return f"[green]done[/]: {built} built, {cached} cached → {target}"
+
+
+def plan_rows(plans: Iterable[StagePlan]) -> list[dict]:
+    """``edgepipe plan --json``: per stage, its status, why and its action key."""
+    return [
+        {
+            "stage": p.stage_id,
+            "type": p.stage_type,
+            "status": p.status,
+            "reasons": p.reasons,
+            "key": p.key,
+        }
+        for p in plans
+    ]
+
+
+def plan_table(plans: Iterable[StagePlan]) -> Table:
+    """``edgepipe plan``: per stage, cached or will run, and why."""
+    table = Table("stage", "type", "status", "why", box=None, pad_edge=False)
+    style = {"cached": "green", "run": "yellow", "blocked": "red"}
+    for p in plans:
+        label = "will run" if p.status == "run" else p.status
+        table.add_row(
+            p.stage_id, p.stage_type, f"[{style[p.status]}]{label}[/]", "; ".join(p.reasons)
+        )
+    return table
 
 
 def stage_table(stage: Stage) -> Table:
