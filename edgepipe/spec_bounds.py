@@ -11,10 +11,12 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_CLASSES",
     "MAX_CHECK_INPUTS",
     "MAX_DIM",
     "MAX_IMAGE_SIDE",
     "MAX_MEAN",
+    "MAX_SAMPLES",
     "MAX_STD",
     "MAX_THREADS",
     "MIN_STD",
@@ -33,6 +35,10 @@ MAX_BATCH = 1024
 """Largest batch size a stage builds or times."""
 MAX_THREADS = 1024
 """Most threads a runtime is given."""
+MAX_SAMPLES = 10_000
+"""Most calibration samples (each is decoded, preprocessed and run through the model)."""
+MAX_CLASSES = 1_000_000
+"""Largest classifier (num_classes); the largest real label sets have ~22k classes."""
 MAX_CHECK_INPUTS = 100
 """Most random inputs a check runs (onnxsim's check_n, parity's random_inputs)."""
 MAX_DIM = 1_000_000

@@ -13,6 +13,7 @@ from pydantic import Field
 from edgepipe.errors import StageError
 from edgepipe.models.onnx_io import ONNX_FILE, describe_onnx, remove_model_files
 from edgepipe.models.torch_model import input_only, rebuild
+from edgepipe.spec_bounds import MAX_BATCH, MAX_IMAGE_SIDE, ImageSide
 from edgepipe.stages.base import ArtifactKind, SingleInputSpec, Stage, StageContext, register_stage
 
 # protobuf caps a single ONNX file at 2 GiB; leave headroom for the graph itself.
@@ -42,9 +43,16 @@ class ExportSpec(SingleInputSpec):
         "Unset, it follows the model: dynamic for detectors and for crop_mode none, the width "
         "for crop_mode height.",
     )
-    batch_size: int = Field(default=1, ge=1, description="Batch size when dynamic_batch is false.")
-    input_size: tuple[int, int, int] | None = Field(
-        default=None, description="[C, H, W] of the traced input; default: the model's data config."
+    batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_BATCH,
+        description=f"Batch size when dynamic_batch is false (at most {MAX_BATCH}).",
+    )
+    input_size: tuple[int, ImageSide, ImageSide] | None = Field(
+        default=None,
+        description="[C, H, W] of the traced input (H and W 1.."
+        f"{MAX_IMAGE_SIDE}); default: the model's data config.",
     )
     input_name: str = Field(default="input", min_length=1, description="Name of the ONNX input.")
     output_names: list[str] = Field(

@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from edgepipe.errors import StageError, summarize_exception
 from edgepipe.models.torch_model import input_only, output_tensors, rebuild
 from edgepipe.runtimes.torchscript import FULL_FILE, load_torchscript
+from edgepipe.spec_bounds import MAX_BATCH
 from edgepipe.stages.base import (
     ArtifactKind,
     FieldError,
@@ -63,7 +64,12 @@ class ExportTorchScriptSpec(SingleInputSpec):
     lite_interpreter: bool = Field(
         default=False, description="Save model.ptl for PyTorch Mobile's lite interpreter."
     )
-    batch_size: int = Field(default=1, ge=1, description="Batch of the example input to trace.")
+    batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_BATCH,
+        description=f"Batch of the example input to trace (at most {MAX_BATCH}).",
+    )
     check_trace: bool = Field(
         default=True, description="torch.jit.trace re-runs the example and compares (trace only)."
     )

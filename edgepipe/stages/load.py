@@ -22,6 +22,7 @@ from edgepipe.models.module_sources import module_source_files
 from edgepipe.models.onnx_io import external_data_files, import_onnx
 from edgepipe.models.package_files import is_package_reference, package_file
 from edgepipe.models.torch_model import data_config_of, import_callable, save_torch_model
+from edgepipe.spec_bounds import MAX_CLASSES
 from edgepipe.stages.base import (
     ArtifactKind,
     FieldError,
@@ -89,7 +90,11 @@ class LoadSpec(StageSpec):
         default_factory=dict, description="Keyword arguments for timm.create_model or the factory."
     )
     num_classes: int | None = Field(
-        default=None, ge=1, description="Classifier size (timm). Use with a fine-tuned checkpoint."
+        default=None,
+        ge=1,
+        le=MAX_CLASSES,
+        description=f"Classifier size (timm; at most {MAX_CLASSES}). Use with a fine-tuned "
+        "checkpoint.",
     )
     factory: str | None = Field(
         default=None,

@@ -13,7 +13,7 @@ __all__ = ["BuildTrtCacheSpec", "BuildTrtCacheStage", "derive_profile", "trt_pro
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
@@ -21,6 +21,7 @@ from edgepipe import gpu as _gpu
 from edgepipe.errors import StageError
 from edgepipe.models.onnx_io import ONNX_FILE, copy_model_files, image_axes
 from edgepipe.runtimes.tensorrt import PROVIDER
+from edgepipe.spec_bounds import MAX_BATCH, MAX_DIM, MAX_IMAGE_SIDE, ImageSide
 from edgepipe.stages.base import (
     ArtifactKind,
     FieldError,
@@ -40,6 +41,8 @@ from edgepipe.stages.build_trt_cache.engines import (
 ENGINE_DIR, CTX_FILE = "trt_engines", "model_ctx.onnx"
 METADATA_FILE = "trt_metadata.json"
 _WHICH = ("min", "opt", "max")
+Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
+_DIMS = f" (at most 8 dims, each 1..{MAX_DIM})."
 
 
 class ShapeRange(BaseModel):
@@ -47,9 +50,9 @@ class ShapeRange(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min: list[PositiveInt] = Field(description="Smallest shape the engine accepts.")
-    opt: list[PositiveInt] = Field(description="Shape TensorRT tunes its kernels for.")
-    max: list[PositiveInt] = Field(description="Largest shape the engine accepts.")
+    min: list[Dim] = Field(max_length=8, description=f"Smallest shape the engine accepts{_DIMS}")
+    opt: list[Dim] = Field(max_length=8, description=f"Shape TensorRT tunes its kernels for{_DIMS}")
+    max: list[Dim] = Field(max_length=8, description=f"Largest shape the engine accepts{_DIMS}")
 
     @model_validator(mode="after")
     def _ordered(self) -> ShapeRange:
@@ -89,9 +92,14 @@ class BuildTrtCacheSpec(SingleInputSpec):
         description="Optimisation profile per dynamic input; default: batch 1..max_batch "
         "(opt 1), dynamic height/width over hw_range (opt: the data config's size).",
     )
-    max_batch: PositiveInt = Field(default=8, description="Largest batch of the default profile.")
-    hw_range: tuple[PositiveInt, PositiveInt] = Field(
-        default=(64, 2048), description="[min, max] of dynamic height/width (default profile)."
+    max_batch: PositiveInt = Field(
+        default=8,
+        le=MAX_BATCH,
+        description=f"Largest batch of the default profile (at most {MAX_BATCH}).",
+    )
+    hw_range: tuple[ImageSide, ImageSide] = Field(
+        default=(64, 2048),
+        description=f"[min, max] of dynamic height/width (default profile; 1..{MAX_IMAGE_SIDE}).",
     )
     ep_context: bool = Field(default=True, description="Write model_ctx.onnx (loads, no rebuild).")
 

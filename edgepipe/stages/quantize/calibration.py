@@ -33,6 +33,7 @@ from edgepipe.imaging.samples import (
     raw_pixels,
 )
 from edgepipe.imaging.timm_eval import timm_eval_transform
+from edgepipe.spec_bounds import MAX_SAMPLES
 
 _FEW_DISTINCT = 32  # below this many distinct images, ranges follow a handful of scenes
 
@@ -52,9 +53,10 @@ class CalibrationSpec(BaseModel):
     count: int = Field(
         default=64,
         ge=1,
+        le=MAX_SAMPLES,
         description=(
-            "Calibration samples. A larger folder is sampled evenly; fewer images are reused "
-            "with seeded random crops and flips."
+            f"Calibration samples (at most {MAX_SAMPLES}). A larger folder is sampled evenly; "
+            "fewer images are reused with seeded random crops and flips."
         ),
     )
     seed: int = Field(default=0, description="Seed for sample order and crops.")

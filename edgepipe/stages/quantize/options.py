@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgepipe.spec_bounds import MAX_SAMPLES
+
 
 class OrtOptions(BaseModel):
     """ONNX Runtime quantization settings (backend: onnxruntime)."""
@@ -66,7 +68,8 @@ class NncfOptions(BaseModel):
     subset_size: int = Field(
         default=300,
         ge=1,
-        description=("Calibration samples NNCF uses (at most calibration.count)."),
+        le=MAX_SAMPLES,
+        description=f"Calibration samples NNCF uses (at most calibration.count; {MAX_SAMPLES}).",
     )
     fast_bias_correction: bool = Field(default=True, description="Faster bias correction.")
     ignored_names: list[str] = Field(default_factory=list, description="Nodes to keep float.")

@@ -57,7 +57,9 @@ class AccuracyTarget(BaseModel):
     max_top1_drop: float = Field(
         default=0.01, ge=0, le=1, description="top1: largest allowed drop (fraction)."
     )
-    max_images: int = Field(default=200, ge=1, description="Judge on at most this many images.")
+    max_images: int = Field(
+        default=200, ge=1, le=100_000, description="Judge on at most this many images (100000)."
+    )
     recover: bool = Field(
         default=True,
         description=(
@@ -66,7 +68,10 @@ class AccuracyTarget(BaseModel):
         ),
     )
     max_float_nodes: int = Field(
-        default=8, ge=0, description="Most nodes recovery may keep in float (tries 1, 2, 4…)."
+        default=8,
+        ge=0,
+        le=1000,
+        description="Most nodes recovery may keep in float (tries 1, 2, 4…; at most 1000).",
     )
     fallback: Literal["fp16", "none"] = Field(
         default="fp16",
