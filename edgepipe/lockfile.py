@@ -41,8 +41,9 @@ def lock_path(recipe_path: Path) -> Path:
 def recipe_lock(graph, planner, out_dir: Path) -> dict[str, Any]:
     """The lock of a fully built recipe (every stage must be cached).
 
-    An output no rebuild reproduces (``Stage.not_reproducible_for``) is recorded without its
-    digest; a stage fed by one is recorded without key or digest (they follow those bytes).
+    An output no rebuild reproduces (``Stage.not_reproducible_for``: a verification's measured
+    floats) is recorded without its digest; a stage fed by one, and a measurement (a benchmark:
+    its key names the machine and the threads), without key or digest.
     """
     known: dict[str, str] = {}
     unreproduced: set[str] = set()
@@ -54,8 +55,11 @@ def recipe_lock(graph, planner, out_dir: Path) -> dict[str, Any]:
         stage, spec = get_stage(plan.stage_type), graph.spec(stage_id)
         fed_by = next((up for up in spec.input_ids() if up in unreproduced), None)
         why = stage.not_reproducible_for(spec)
-        if fed_by is not None:
-            why = f"fed by '{fed_by}', whose bytes no rebuild reproduces"
+        if fed_by is not None or stage.measures_time:
+            # a measurement's key names the machine and how it measured (threads, windows):
+            # neither is what a rebuild reproduces, so a benchmark is recorded by its verdicts
+            if fed_by is not None:
+                why = f"fed by '{fed_by}', whose bytes no rebuild reproduces"
             entry = {"type": plan.stage_type, "output": {"reproducible": False, "why": why}}
         else:
             output = (
@@ -186,6 +190,8 @@ def check_lock(graph, planner, lock: dict[str, Any]) -> list[str]:
         if changed:
             differences.append(f"stage '{stage_id}': input '{changed[0]}' changed")
             continue
+        if "key" not in entry:
+            continue  # a measurement (benchmark): recorded by its verdicts, nothing to recompute
         key, document = planner.key_for(stage_id, [known[up] for up in spec.input_ids()])
         if key == entry["key"] or _same_but_machine(document, entry.get("key_document")):
             if "digest" in entry["output"]:  # else below it nothing can be checked: skipped

@@ -85,36 +85,6 @@ def test_benchmark_report_files_and_cli_report(workspace):
 
 
 @pytest.mark.slow
-def test_baseline_gate(workspace):
-    recipe_text = f"""
-        version: 1
-        name: gate
-        stages:
-          model: {{type: load, name: test_efficientnet}}
-          onnx: {{type: export, input: model, exporter: torchscript}}
-          bench: {{type: benchmark, inputs: [onnx], {FAST}, baseline: baseline.json}}
-    """
-    first = workspace.recipe(recipe_text.replace(", baseline: baseline.json", ""), "first.yaml")
-    assert workspace.cli("run", str(first)).returncode == 0
-    measured = json.loads((workspace.out / "bench" / "benchmark.json").read_text())
-
-    faster = json.loads(json.dumps(measured))
-    for row in faster["rows"]:
-        row["p50_ms"] /= 10  # a baseline ten times faster: today's numbers regress
-    (workspace.root / "baseline.json").write_text(json.dumps(faster))
-    gated = workspace.recipe(recipe_text)
-    result = workspace.cli("run", str(gated))
-    assert result.returncode == 1
-    assert "slower than the baseline" in result.stderr and "onnx (batch 1)" in result.stderr
-
-    faster["environment"]["cpu"] = "Some Other CPU"
-    (workspace.root / "baseline.json").write_text(json.dumps(faster))
-    other = workspace.cli("run", str(gated))
-    assert other.returncode == 0, other.stderr
-    assert "measured on other hardware" in other.stderr
-
-
-@pytest.mark.slow
 def test_openvino_throughput_hint_and_a_fixed_batch(workspace):
     recipe = workspace.recipe(f"""
         version: 1

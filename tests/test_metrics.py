@@ -4,6 +4,7 @@ which ``edgepipe metrics diff`` compares."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 from conftest import QUICK_TIMING, Workspace
@@ -19,6 +20,7 @@ stages:
   check: {{type: parity, input: onnx}}
   ts: {{type: export-torchscript, input: model}}
   ts_check: {{type: parity, input: ts, reference: model}}
+  quick: {{type: benchmark, inputs: [onnx], batch_sizes: [1], {QUICK_TIMING}}}
   bench: {{type: benchmark, inputs: [onnx, check], batch_sizes: [1], {QUICK_TIMING}}}
 """
 
@@ -47,12 +49,44 @@ def test_a_remeasured_benchmark_leaves_the_lock_alone_and_metrics_diff_shows_it(
     missing = workspace.cli("metrics", "diff", str(recipe), "--against", "no-such-ref", *out)
     assert missing.returncode == 2 and "no git ref holding measured.metrics.json" in missing.stderr
 
-    # from an empty cache with two jobs: the same lock, byte for byte (TorchScript included)
+    # the baseline gate reads a metrics file: this stage's rows, on the same machine/threads
+    fast = json.loads(baseline.read_text())
+    for row in fast["stages"]["bench"].values():
+        if isinstance(row, dict):
+            row["p50_ms"] /= 100
+    (workspace.root / "fast.json").write_text(json.dumps(fast))
+    gated = workspace.recipe(
+        RECIPE.replace("inputs: [onnx, check],", "inputs: [onnx, check], baseline: fast.json,"),
+        "measured.yaml",
+    )
+    slower = workspace.cli("run", str(gated))
+    assert slower.returncode == 1, slower.stderr
+    assert "stage 'bench' failed: slower than the baseline" in slower.stderr
+    assert "onnx (batch 1): p50" in slower.stderr
+    # ... or a committed benchmark.json; one measured on other hardware is not compared
+    report = json.loads((workspace.out / "bench" / "benchmark.json").read_text())
+    for row in report["rows"]:
+        row["p50_ms"] /= 100
+    (workspace.root / "fast.json").write_text(json.dumps(report))
+    assert "slower than the baseline" in workspace.cli("run", str(gated)).stderr
+    report["environment"]["cpu"] = "Some Other CPU"
+    (workspace.root / "fast.json").write_text(json.dumps(report))
+    other = workspace.cli("run", str(gated))
+    assert other.returncode == 0 and "measured on other hardware" in other.stderr, other.stderr
+
+    # from an empty cache, with two jobs and one benchmark thread instead of all cores: the same
+    # lock, byte for byte (TorchScript included); metrics diff shows the threads and timings
     fresh = Workspace(workspace.root / "fresh")
     fresh.root.mkdir()
-    rebuilt = fresh.recipe(RECIPE, "measured.yaml")
+    one_thread = RECIPE.replace("batch_sizes: [1],", "batch_sizes: [1], threads: 1,")
+    rebuilt = fresh.recipe(one_thread, "measured.yaml")
     assert fresh.cli("run", str(rebuilt), "--jobs", "2").returncode == 0
     assert rebuilt.with_suffix(".lock").read_text() == lock
+    moved = fresh.cli(
+        "metrics", "diff", str(rebuilt), "--against", str(baseline), "--out", str(fresh.out)
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert re.search(r"quick\s.*threads\s.*\b2\b.*\b1\b", moved.stdout), moved.stdout
 
 
 def test_diff_flags_timings_and_metrics_by_their_own_tolerance():

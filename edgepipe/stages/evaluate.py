@@ -87,6 +87,19 @@ class EvaluateStage(VerificationStage):
     summary = "Top-1/top-5 accuracy of an artifact vs its torch model on a labelled folder."
     reports = True
 
+    def headline(self, files: dict[str, Path]) -> dict[str, Any]:
+        if "evaluate.json" not in files:
+            return {}
+        report = json.loads(files["evaluate.json"].read_text())
+        # written only when every gate passed (else the stage failed): the gates are its spec's
+        return {
+            "evaluate": {
+                "passed": True,
+                "metric": report.get("metric", "top1"),
+                "images": report["images"],
+            }
+        }
+
     def measurements(self, files: dict[str, Path]) -> dict[str, Any]:
         if "evaluate.json" not in files:
             return {}

@@ -108,8 +108,9 @@ class BenchmarkSpec(MultiInputSpec):
     baseline: Path | None = Field(
         default=None,
         description=(
-            "A committed benchmark.json: fail when an artifact is slower than it by more than "
-            "max_regression on the same hardware."
+            "A committed benchmark.json, or a recipe's metrics file (<recipe>.metrics.json, "
+            "this stage's rows): fail when an artifact is slower than it by more than "
+            "max_regression on the same hardware and threads."
         ),
     )
     max_regression: float = Field(
@@ -162,7 +163,8 @@ class BenchmarkStage(Stage):
         if "benchmark.json" not in files:
             return {}
         report = json.loads(files["benchmark.json"].read_text())
-        return {
+        # the threads it ran with: a baseline compares like with like, a diff shows the change
+        return {"threads": report["method"]["threads"]} | {
             f"{r['label']}@{r['batch_size']}": {
                 "p50_ms": round(r["p50_ms"], 3),
                 "p90_ms": round(r["p90_ms"], 3),
@@ -235,7 +237,12 @@ def _verdict(parity: dict[str, Any]) -> str:
 
 
 def _write(report: dict[str, Any], spec: BenchmarkSpec, ctx: StageContext) -> None:
-    from edgepipe.stages.benchmark.tables import compare_to_baseline, markdown_table, write_plot
+    from edgepipe.stages.benchmark.tables import (
+        baseline_report,
+        compare_to_baseline,
+        markdown_table,
+        write_plot,
+    )
 
     table = markdown_table(report)
     (ctx.out_dir / "benchmark.json").write_text(json.dumps(report, indent=2, sort_keys=True))
@@ -244,7 +251,10 @@ def _write(report: dict[str, Any], spec: BenchmarkSpec, ctx: StageContext) -> No
     ctx.log.info("benchmark:\n%s", table)
     if spec.baseline is None:
         return
-    baseline = json.loads(ctx.resolve(spec.baseline).read_text())
+    baseline = baseline_report(json.loads(ctx.resolve(spec.baseline).read_text()), ctx.stage_id)
+    if baseline is None:
+        ctx.log.warning("the baseline has no rows of stage '%s': not compared", ctx.stage_id)
+        return
     regressions, note = compare_to_baseline(report, baseline, spec.max_regression)
     if note:
         ctx.log.warning(note)

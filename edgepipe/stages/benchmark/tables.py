@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["compare_to_baseline", "markdown_table", "write_plot"]
+__all__ = ["baseline_report", "compare_to_baseline", "markdown_table", "write_plot"]
 
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,27 @@ def compare_to_baseline(
                 f"allowed +{margin:.0%})"
             )
     return regressions, None
+
+
+def baseline_report(baseline: dict[str, Any], stage_id: str) -> dict[str, Any] | None:
+    """The baseline as a benchmark report: a committed ``benchmark.json`` as it is, or this
+    stage's rows of a recipe's metrics file (``<recipe>.metrics.json``); None if it has none."""
+    if "metrics_version" not in baseline:
+        return baseline
+    measured = (baseline.get("stages") or {}).get(stage_id)
+    if not measured:
+        return None
+    rows = [
+        {"label": name.rpartition("@")[0], "batch_size": int(name.rpartition("@")[2]), **row}
+        for name, row in measured.items()
+        if isinstance(row, dict) and "@" in name
+    ]
+    machine = baseline.get("machine") or {}
+    return {
+        "rows": rows,
+        "environment": machine,
+        "method": {"threads": measured.get("threads")},
+    }
 
 
 def _hardware(report: dict[str, Any]) -> tuple:

@@ -15,6 +15,7 @@ from edgepipe.errors import StageError
 from edgepipe.imaging.samples import BUNDLED_PHOTO_TOOLS, describe_images, load_images
 from edgepipe.runtimes import open_runtime
 from edgepipe.runtimes.torch_eager import open_reference, run_on_image
+from edgepipe.spec_bounds import MAX_CHECK_INPUTS
 from edgepipe.stages.base import (
     StageContext,
     VerificationSpec,
@@ -53,8 +54,15 @@ class ParitySpec(VerificationSpec):
             "(task: sequence) lines of its alphabet rendered with Pillow's own font."
         ),
     )
-    max_images: int = Field(default=16, ge=0, description="Use at most this many images.")
-    random_inputs: int = Field(default=4, ge=0, description="Seeded random inputs to add.")
+    max_images: int = Field(
+        default=16, ge=0, le=10_000, description="Use at most this many images (at most 10000)."
+    )
+    random_inputs: int = Field(
+        default=4,
+        ge=0,
+        le=MAX_CHECK_INPUTS,
+        description=f"Seeded random inputs to add (at most {MAX_CHECK_INPUTS}).",
+    )
     seed: int = Field(default=0, description="Seed for the random inputs.")
     kind: Literal["auto", "fp32", "composed", "fp16", "int8", "composed+fp16", "composed+int8"] = (
         Field(
@@ -89,7 +97,11 @@ class ParityStage(VerificationStage):
         if "parity.json" not in files:
             return {}
         report = json.loads(files["parity.json"].read_text())
-        verdict = {"passed": report["passed"], "kind": report["kind"]}
+        verdict = {
+            "passed": report["passed"],
+            "kind": report["kind"],
+            "thresholds": report["thresholds"],
+        }
         return {"parity": verdict | ({"task": report["task"]} if "task" in report else {})}
 
     def measurements(self, files: dict[str, Path]) -> dict[str, Any]:
