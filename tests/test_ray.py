@@ -15,7 +15,7 @@ import time
 
 import pytest
 import yaml
-from ray_nodes import GRID, LocalRayNodes
+from ray_nodes import SMALL_GRID, LocalRayNodes
 
 from edgepipe.graph import PipelineGraph
 from edgepipe.recipe import parse_recipe
@@ -57,7 +57,7 @@ def _ran_on(stderr: str) -> dict[str, str]:
 
 
 def test_matrix_runs_each_stage_once_across_nodes_and_locks_as_locally(workspace, cluster):
-    recipe = workspace.recipe(GRID, "grid.yaml")
+    recipe = workspace.recipe(SMALL_GRID, "grid.yaml")
     started = time.perf_counter()
     first = _run(workspace, cluster, recipe)
     seconds = time.perf_counter() - started
@@ -241,7 +241,7 @@ def test_without_ray_the_executor_is_a_preflight_error_with_the_fix(monkeypatch,
     )
     cache = Cache(tmp_path / "cache")
     remote = RemoteCache((tmp_path / "remote").as_uri(), cache)
-    graph = PipelineGraph(parse_recipe(GRID))
+    graph = PipelineGraph(parse_recipe(SMALL_GRID))
     with pytest.raises(PreflightError, match=r"pip install 'edgepipe\[ray\]'"):
         open_cluster(Executor.ray, None, remote, graph, cache, in_process=False)
     assert open_cluster(Executor.local, None, remote, graph, cache, in_process=False) is None
