@@ -14,6 +14,7 @@ __all__ = [
     "MAX_RECIPE_BYTES",
     "MAX_YAML_NODES",
     "read_recipe_text",
+    "file_kind",
     "special_file_kind",
     "too_big_message",
 ]
@@ -77,7 +78,7 @@ def _read_regular_file(fd: int, path: Path) -> bytes:
     if stat.S_ISDIR(mode):
         raise RecipeError(path, [RecipeIssue("is a directory, not a recipe file")])
     if not stat.S_ISREG(mode):
-        msg = f"is a {_file_kind(mode)}, not a regular file; a recipe must be a regular file"
+        msg = f"is a {file_kind(mode)}, not a regular file; a recipe must be a regular file"
         raise RecipeError(path, [RecipeIssue(msg)])
     chunks, size = [], 0
     while size <= MAX_RECIPE_BYTES:  # read one byte past the bound: the file may be growing
@@ -108,11 +109,13 @@ def special_file_kind(path: Path) -> str | None:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):
         return None
-    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _file_kind(mode)
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else file_kind(mode)
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """A file's kind in words, from its ``st_mode``: "named pipe (FIFO)", "regular file"…"""
     kinds = {
+        stat.S_ISREG: "regular file",
         stat.S_ISFIFO: "named pipe (FIFO)",
         stat.S_ISCHR: "character device",
         stat.S_ISBLK: "block device",

@@ -12,6 +12,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from edgepipe.recipe_limits import file_kind
+
 _NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 
 
@@ -37,21 +39,10 @@ def folder_problem(path: Path, probe: bool = False) -> str | None:
         return f"{existing} cannot be used: {exc.strerror or exc}"
     if not stat.S_ISDIR(mode):
         where = "" if existing == path else " (so no folder can be made under it)"
-        return f"{existing} is a {_kind(mode)}, not a folder{where}"
+        return f"{existing} is a {file_kind(mode)}, not a folder{where}"
     if probe:
         try:  # as root os.access says yes to /proc: only trying tells
             os.rmdir(tempfile.mkdtemp(prefix=".edgepipe-probe-", dir=existing))
         except OSError as exc:
             return f"cannot create anything in {existing}: {exc.strerror or exc}"
     return None
-
-
-def _kind(mode: int) -> str:
-    kinds = {
-        stat.S_ISREG: "regular file",
-        stat.S_ISFIFO: "named pipe (FIFO)",
-        stat.S_ISCHR: "character device",
-        stat.S_ISBLK: "block device",
-        stat.S_ISSOCK: "socket",
-    }
-    return next((name for test, name in kinds.items() if test(mode)), "special file")
