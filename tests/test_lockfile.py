@@ -79,3 +79,51 @@ def test_a_misshapen_lock_is_one_readable_error_not_a_crash(workspace, body, mes
     assert result.returncode == 3, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert "rewrite it with a full `edgepipe run`" in result.stderr
+
+
+def test_a_real_input_change_still_changes_the_lock_and_check_names_it(workspace, tmp_path):
+    """What the lock leaves out (measured floats, timings) must not hide what it is for: a new
+    weights file or calibration count is drift, named by its field."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    def write_weights(seed: int) -> None:
+        torch.manual_seed(seed)
+        weights = timm.create_model("test_resnet").state_dict()
+        save_file(weights, str(workspace.root / "w.safetensors"))
+
+    write_weights(0)
+    recipe = workspace.recipe(
+        """
+        version: 1
+        name: inputs
+        stages:
+          model: {type: load, name: test_resnet, weights: w.safetensors}
+          onnx: {type: export, input: model, exporter: torchscript}
+          int8: {type: quantize, input: onnx, calibration: {count: 4}}
+          check: {type: parity, input: int8, kind: int8, thresholds: {min_cosine: 0.5}}
+          bench: {type: benchmark, inputs: [onnx, int8, check], warmup_seconds: 0.1,
+                  window_seconds: 0.05, max_seconds: 1}
+        """
+    )
+    result = workspace.cli("run", str(recipe))
+    assert result.returncode == 0, result.stderr
+    lock = recipe.with_suffix(".lock").read_text()
+    entries = yaml.safe_load(lock)["stages"]
+    assert entries["check"]["output"]["reproducible"] is False and entries["check"]["key"]
+    assert entries["check"]["parity"]["thresholds"]["min_cosine"] == 0.5
+    assert "key" not in entries["bench"] and "p50" not in lock
+    workspace.cache = tmp_path / "fresh-ci-cache"
+    assert workspace.cli("check", str(recipe)).returncode == 0
+
+    recipe.write_text(recipe.read_text().replace("count: 4", "count: 8"))
+    drift = workspace.cli("check", str(recipe))
+    assert drift.returncode == 6 and "stage 'int8': calibration" in drift.stderr, drift.stderr
+    assert "4 → 8" in drift.stderr, drift.stderr
+
+    recipe.write_text(recipe.read_text().replace("count: 8", "count: 4"))
+    write_weights(1)
+    drift = workspace.cli("check", str(recipe))
+    assert drift.returncode == 6 and "stage 'model'" in drift.stderr, drift.stderr
+    assert "weights" in drift.stderr.split("stage 'model'")[1].splitlines()[0], drift.stderr
