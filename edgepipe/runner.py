@@ -202,7 +202,8 @@ class Runner:
 
     def _demand(self, stage_id: str) -> Demand:
         spec, stage = self.graph.spec(stage_id), self.graph.stage(stage_id)
-        return Demand(gpu=spec.resources.gpu or stage.uses_gpu, memory_gb=spec.resources.memory_gb)
+        gpu, memory_gb = spec.resources.gpu or stage.uses_gpu, spec.resources.memory_gb
+        return Demand(gpu=gpu, memory_gb=memory_gb, alone=stage.measures_time)
 
     def _prepare(self, stage_id: str, known: dict[str, str]) -> tuple[bool, Any]:
         """On the scheduling thread: skip a stage whose input failed, else plan it."""

@@ -1,7 +1,8 @@
 """Run independent stages at the same time (``--jobs N``) without overcommitting the machine.
 
 A stage may start when its inputs are done, a job slot is free, no other GPU stage runs if it
-needs the GPU, and the memory hints of running stages leave room for it. Preparing a stage
+needs the GPU, the memory hints of running stages leave room for it, and no stage that times
+things (a benchmark) runs or would run beside it. Preparing a stage
 (hashing, cache lookup) stays on the calling thread; only the build runs in a worker thread,
 which itself waits on the stage's child process.
 
@@ -25,10 +26,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Demand:
-    """What a running stage holds: the GPU, and an estimate of its peak memory."""
+    """What a running stage holds: the GPU, an estimate of its peak memory, and whether it must
+    have the machine to itself (a benchmark: a stage beside it would be in its timings)."""
 
     gpu: bool = False
     memory_gb: float = 0.0
+    alone: bool = False
 
 
 def schedule(
@@ -76,6 +79,8 @@ def _fits(need: Demand, running: dict, jobs: int, budget: float) -> bool:
     if len(running) >= jobs:
         return False
     held = [d for _, d in running.values()]
+    if need.alone or any(d.alone for d in held):
+        return False
     if need.gpu and any(d.gpu for d in held):
         return False
     return sum(d.memory_gb for d in held) + need.memory_gb <= budget

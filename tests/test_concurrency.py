@@ -69,6 +69,14 @@ def test_two_gpu_stages_never_overlap_and_memory_is_respected():
         assert not {"m1", "m2"} <= group
 
 
+def test_a_benchmark_runs_alone():
+    """Nothing runs beside a stage that times things: it would be in its timings."""
+    demands = {"a": Demand(), "bench": Demand(alone=True), "b": Demand(), "c": Demand()}
+    results, peak, overlaps = _run_schedule(demands, jobs=4)
+    assert results == ["a", "bench", "b", "c"] and peak == 3  # b and c still run together
+    assert all(group == {"bench"} for group in overlaps if "bench" in group)
+
+
 def test_dependencies_are_waited_for():
     finished = []
 
