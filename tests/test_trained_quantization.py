@@ -77,9 +77,10 @@ def test_recovery_reports_candidates_keeps_one_and_replays_it(workspace, digits)
     assert names[0] == "configured" and "percentile" in names and "entropy-per-tensor" in names
     assert any(name.endswith("-float") for name in names) and names[-1] == "fp16"
     assert recovery["kept"] == "fp16" and meta["precision"] == "fp16"
-    assert all(isinstance(c["ms"], float) and c["fidelity"] for c in recovery["candidates"])
+    # fidelity per candidate; no timing (it would make the artifact's bytes differ every build)
+    assert all(c["fidelity"] and "ms" not in c for c in recovery["candidates"])
     table = (workspace.out / "int8" / "quantization.md").read_text()
-    assert "| candidate | settings | precision | ms | fidelity | verdict |" in table
+    assert "| candidate | settings | precision | fidelity | verdict |" in table
     assert "**kept**" in table
     lock = (workspace.root / "recipe.lock").read_text()
     assert "recovered: true" in lock and "mode: fp16" in lock

@@ -59,8 +59,9 @@ def quantize_with_target(backend, spec, ctx: StageContext) -> dict[str, Any]:
             f"no quantization candidate meets the target ({target.metric}): \n{table}\n"
             + _closest_problems(ladder.tried)
         )
-    fastest = min(ladder.passed(), key=lambda tried: tried.ms)
-    return _keep(ladder, fastest, target, ctx, "searched")
+    # the first that passes, in the ladder's order of cost: a choice by measured speed would
+    # differ between two builds of the same inputs (and so would the artifact and the lock)
+    return _keep(ladder, ladder.passed()[0], target, ctx, "searched")
 
 
 def _replayed(ladder: _Ladder, recorded: dict[str, Any] | None) -> bool:
@@ -114,7 +115,8 @@ def _calibration_rung(ladder: _Ladder, backend, target) -> None:
     if configured["mode"] != "static":
         return
     for name, variant in calibration_variants(backend.kind, configured):
-        ladder.attempt(name, variant)
+        if ladder.attempt(name, variant).fidelity.passed:
+            return
 
 
 # Per backend: two settings to vary, their values (the usual first), and how a candidate whose
@@ -189,7 +191,6 @@ def _keep(ladder: _Ladder, kept: Tried, target, ctx: StageContext, how: str) -> 
                 "settings": t.settings,
                 "passed": t.fidelity.passed,
                 "fidelity": t.fidelity.headline,
-                "ms": round(t.ms, 3),
             }
             for t in ladder.tried
         ],
@@ -201,7 +202,7 @@ def _keep(ladder: _Ladder, kept: Tried, target, ctx: StageContext, how: str) -> 
 
 def candidate_table(tried: list[Tried], kept: Tried | None) -> str:
     rows = [
-        "| candidate | settings | precision | ms | fidelity | verdict |",
+        "| candidate | settings | precision | fidelity | verdict |",
         "|---|---|---|---|---|---|",
     ]
     for t in tried:
@@ -209,7 +210,7 @@ def candidate_table(tried: list[Tried], kept: Tried | None) -> str:
         if t is kept:
             verdict = "**kept**"
         rows.append(
-            f"| {t.name} | {_settings_text(t.settings)} | {t.meta['precision']} | {t.ms:.2f} "
+            f"| {t.name} | {_settings_text(t.settings)} | {t.meta['precision']} "
             f"| {t.fidelity.headline} | {verdict} |"
         )
     return "\n".join(rows)
