@@ -59,9 +59,11 @@ def quantize_with_target(backend, spec, ctx: StageContext) -> dict[str, Any]:
             f"no quantization candidate meets the target ({target.metric}): \n{table}\n"
             + _closest_problems(ladder.tried)
         )
-    # the first that passes, in the ladder's order of cost: a choice by measured speed would
-    # differ between two builds of the same inputs (and so would the artifact and the lock)
-    return _keep(ladder, ladder.passed()[0], target, ctx, "searched")
+    # Those that pass all come from the cheapest rung that had one (same cost): keep the most
+    # faithful, the earliest on a tie. A choice by measured speed would differ between two
+    # builds of the same inputs, and so would the artifact and the lock.
+    best = min(ladder.passed(), key=lambda tried: tried.fidelity.score)
+    return _keep(ladder, best, target, ctx, "searched")
 
 
 def _replayed(ladder: _Ladder, recorded: dict[str, Any] | None) -> bool:
@@ -115,8 +117,7 @@ def _calibration_rung(ladder: _Ladder, backend, target) -> None:
     if configured["mode"] != "static":
         return
     for name, variant in calibration_variants(backend.kind, configured):
-        if ladder.attempt(name, variant).fidelity.passed:
-            return
+        ladder.attempt(name, variant)
 
 
 # Per backend: two settings to vary, their values (the usual first), and how a candidate whose

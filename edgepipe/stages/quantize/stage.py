@@ -79,7 +79,8 @@ class QuantizeSpec(SingleInputSpec):
         description=(
             "What the quantized model must keep (parity gates, or a top-1 drop on a labelled "
             "folder). When the configured INT8 misses it, the stage recovers by itself and "
-            "keeps the first candidate that passes, in order of cost; every candidate is reported."
+            "keeps the most faithful candidate of the cheapest rung that passes; every "
+            "candidate is reported."
         ),
     )
 
@@ -141,7 +142,7 @@ class QuantizeStage(Stage):
     spec_class = QuantizeSpec
     # 2: composed models quantize their network only; calibration samples a folder evenly and
     # defaults to 64 samples; strided calibration; `target` and recovery. 3: recovery keeps the
-    # first candidate that passes, and no candidate's timing is in the artifact (reproducible)
+    # most faithful candidate that passes, and no candidate's timing is in the artifact
     version = 3
     input_kinds = (ArtifactKind.ONNX_MODEL, ArtifactKind.OPENVINO_IR, ArtifactKind.TORCH_MODEL)
     summary = "INT8 quantization (ORT static/dynamic, OpenVINO NNCF, PT2E) or FP16 conversion."

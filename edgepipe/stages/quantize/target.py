@@ -96,6 +96,19 @@ class Fidelity:
     """Lower is closer to the float model: ranks candidates that all missed."""
 
 
+# Task metrics where 1 is perfect, and errors where 0 is: a candidate's distance from perfect
+_AGREEMENTS = (
+    "recall",
+    "precision",
+    "class_agreement",
+    "iou_mean",
+    "miou",
+    "pixel_agreement_mean",
+    "string_agreement",
+)
+_ERRORS = ("score_max_abs_error", "cer_mean")
+
+
 class CandidateCheck:
     """Measures candidates against one target; the float model's outputs are computed once."""
 
@@ -177,7 +190,11 @@ class CandidateCheck:
         metrics = next(iter(compared.metrics.values()))
         shown = [(k, v) for k, v in metrics.items() if k != "samples" and isinstance(v, float)]
         headline = ", ".join(f"{k} {v:.4g}" for k, v in shown[:3])
-        return Fidelity(not problems, headline, problems, float(len(problems)))
+        # how far from perfect, to rank candidates that all pass: 1 - each agreement, + errors
+        shortfall = sum(1 - v for k, v in shown if k in _AGREEMENTS) + sum(
+            v for k, v in shown if k in _ERRORS
+        )
+        return Fidelity(not problems, headline, problems, len(problems) + shortfall)
 
     def _top1(self, outputs: list, candidate: Any) -> Fidelity:
         import numpy as np
