@@ -173,6 +173,16 @@ class QuantizeStage(Stage):
             return self.input_kinds
         return _BACKEND_INPUT.get(spec.backend) or (self.output_kind(spec),)
 
+    def not_reproducible_for(self, spec: QuantizeSpec) -> str | None:
+        if spec.backend == "torch" and spec.torch.quantizer == "x86-inductor":
+            # measured: two builds of the same inputs differ only in the packed weights'
+            # opaque_metadata in the generated C++ (and so in its hash-named files)
+            return (
+                "an AOTInductor package of a frozen INT8 graph embeds oneDNN's packed-weight "
+                "descriptors, whose bytes differ between builds"
+            )
+        return None
+
     def key_extra(self, spec: QuantizeSpec) -> dict[str, Any]:
         if spec.backend != "torch":
             return {}
